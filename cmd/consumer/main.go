@@ -1,0 +1,78 @@
+// Command consumer is sitefollow's entry point: it keeps Microsoft 365 users
+// following the right SharePoint sites by turning follow/unfollow request
+// events from NATS JetStream into batched Microsoft Graph calls.
+//
+// Subcommands: run (the service), demo (everything embedded, one command),
+// version. main only wires signals to a context; run does the rest.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "consumer:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+func exitCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 1
+}
+
+// run dispatches a subcommand. It is main without the process: tests call it.
+func run(ctx context.Context, args []string, getenv func(string) string) error {
+	return dispatch(ctx, args, getenv, os.Stdout, os.Stderr)
+}
+
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stderr)
+		return errors.New("missing subcommand")
+	}
+	switch args[0] {
+	case "run":
+		return serveCommand(ctx, args[1:], getenv, stderr)
+	case "demo":
+		return demoCommand(ctx, args[1:], getenv, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "sitefollow", version)
+		return nil
+	case "help", "-h", "--help":
+		usage(stdout)
+		return nil
+	default:
+		usage(stderr)
+		return fmt.Errorf("unknown subcommand %q", args[0])
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: consumer <subcommand> [flags]
+
+subcommands:
+  run       consume follow/unfollow requests and apply them through Microsoft Graph
+            (consumer run --help lists every setting, its environment variable and default)
+  demo      run the whole pipeline against an embedded NATS server and a Graph simulator
+  version   print the version
+`)
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sitefollow/sitefollow/internal/config"
+	"github.com/sitefollow/sitefollow/internal/event"
+	"github.com/sitefollow/sitefollow/internal/graphsim"
+	"github.com/sitefollow/sitefollow/internal/natsembed"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+func TestOpsEndpoints(t *testing.T) {
+	tests := []struct {
+		name       string
+		secret     string
+		wantReady  int
+		wantReason string
+	}{
+		{"ready with NATS, streams and a token", "", http.StatusOK, "ok"},
+		{"not ready without a token", "wrong-secret", http.StatusServiceUnavailable, "token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ns.Shutdown()
+			sim, err := graphsim.New(graphsim.Options{Sites: []string{testSite(1)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sim.Close()
+			ca := filepath.Join(t.TempDir(), "ca.pem")
+			if err := os.WriteFile(ca, sim.CertPEM(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := config.Load(nil, envFrom(map[string]string{
+				"NATS_URL": ns.ClientURL(), "SITEFOLLOW_GRAPH_URL": sim.GraphURL(),
+				"AZURE_AUTHORITY_HOST": sim.AuthorityURL(), "AZURE_TENANT_ID": sim.TenantID(),
+				"AZURE_CLIENT_ID": sim.ClientID(), "AZURE_CLIENT_SECRET": or(tt.secret, sim.ClientSecret()),
+				"SITEFOLLOW_CA_FILE": ca, "SITEFOLLOW_HTTP_ADDR": "127.0.0.1:0", "SITEFOLLOW_BATCH_LINGER": "10ms",
+			}), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			addr := make(chan string, 1)
+			done := make(chan error, 1)
+			go func() { done <- serve(ctx, cfg, zerolog.Nop(), func(a string) { addr <- a }) }()
+			base := "http://" + <-addr
+			if code, _ := get(t, base+"/livez"); code != http.StatusOK {
+				t.Errorf("livez: got %d, want 200", code)
+			}
+			var code int
+			var body string
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				if code, body = get(t, base+"/readyz"); code == tt.wantReady && strings.Contains(body, tt.wantReason) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if code != tt.wantReady || !strings.Contains(body, tt.wantReason) {
+				t.Errorf("readyz: got %d %q, want %d mentioning %q", code, body, tt.wantReady, tt.wantReason)
+			}
+			if tt.wantReady == http.StatusOK {
+				p := &proc{t: t, ns: ns, sim: sim}
+				p.js = jsFor(t, ns.ClientURL())
+				p.logs = new(strings.Builder)
+				p.send("ann@contoso.com", event.Follow, testSite(1))
+				p.eventually("the request to settle", func() bool { return p.msgs("SITEFOLLOW") == 0 })
+				_, metrics := get(t, base+"/metrics")
+				for _, want := range []string{"sitefollow_events_total", "sitefollow_sites_total", "sitefollow_graph_calls_total",
+					"sitefollow_graph_sites_per_call", "sitefollow_graph_inflight", "go_goroutines"} {
+					if !strings.Contains(metrics, want) {
+						t.Errorf("metrics lack %s", want)
+					}
+				}
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+}

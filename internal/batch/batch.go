@@ -1,0 +1,264 @@
+// Package batch gathers follow/unfollow requests per user into Graph-sized
+// batches. It is pure logic: no I/O, no goroutines, and the caller passes the
+// time in, so every rule can be tested without a clock.
+//
+// The rules:
+//   - Pending work is keyed by user. A user's batch is due when it holds the
+//     maximum sites per call, or when the linger time since its first pending
+//     site has passed.
+//   - Per (user, site) only the latest request counts, "latest" meaning the
+//     highest stream sequence, so redeliveries cannot reorder intent. The
+//     losing request is settled together with the winner.
+//   - At most one batch per user is in flight; requests arriving meanwhile
+//     wait for the next one.
+//   - A message (ticket) is done only when every one of its sites is settled.
+package batch
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/sitefollow/sitefollow/internal/event"
+)
+
+// Ticket tracks one request message until all of its sites are settled.
+type Ticket[M any] struct {
+	Msg   M
+	Seq   uint64
+	open  int
+	retry bool
+}
+
+// Done reports a message whose sites are all settled. Retry is true when at
+// least one site was not applied and must be redelivered.
+type Done[M any] struct {
+	Msg   M
+	Retry bool
+}
+
+// Item is one (site, action) of a batch. The caller sets Retry when the site
+// was not settled (a transient failure, or a dead-letter that could not be
+// published) before handing the batch back to Complete.
+type Item[M any] struct {
+	Site   string
+	Action event.Action
+	Ticket *Ticket[M]
+	Retry  bool
+
+	superseded []*Ticket[M]
+}
+
+// Batch is everything one user has pending, taken in one go.
+type Batch[M any] struct {
+	UserID string
+	Items  []Item[M]
+
+	key string
+}
+
+// Calls splits the batch into Graph calls of at most max sites, one action
+// per call, follows first.
+func (b *Batch[M]) Calls(max int) [][]*Item[M] {
+	var calls [][]*Item[M]
+	for _, action := range []event.Action{event.Follow, event.Unfollow} {
+		var cur []*Item[M]
+		for i := range b.Items {
+			if b.Items[i].Action != action {
+				continue
+			}
+			cur = append(cur, &b.Items[i])
+			if len(cur) == max {
+				calls = append(calls, cur)
+				cur = nil
+			}
+		}
+		if len(cur) > 0 {
+			calls = append(calls, cur)
+		}
+	}
+	return calls
+}
+
+type entry[M any] struct {
+	site       string
+	action     event.Action
+	seq        uint64
+	ticket     *Ticket[M]
+	superseded []*Ticket[M]
+}
+
+type user[M any] struct {
+	id       string
+	pending  map[string]*entry[M]
+	since    time.Time
+	inFlight bool
+	queued   bool
+}
+
+type deadline struct {
+	key   string
+	since time.Time
+}
+
+// Aggregator holds pending work for all users. It is not safe for concurrent
+// use: one goroutine owns it.
+type Aggregator[M any] struct {
+	maxSites int
+	linger   time.Duration
+	users    map[string]*user[M]
+	// deadlines is FIFO because linger is constant and time only moves
+	// forward, so the oldest first-pending site always expires first.
+	deadlines []deadline
+	due       []string
+	sites     int
+	inFlight  int
+}
+
+// New returns an Aggregator flushing a user at maxSites pending sites or
+// linger after the first one.
+func New[M any](maxSites int, linger time.Duration) *Aggregator[M] {
+	return &Aggregator[M]{maxSites: maxSites, linger: linger, users: make(map[string]*user[M])}
+}
+
+// Add records a request and returns its ticket. seq orders requests for the
+// same (user, site): the higher one wins.
+func (a *Aggregator[M]) Add(userID string, action event.Action, sites []string, seq uint64, msg M, now time.Time) *Ticket[M] {
+	t := &Ticket[M]{Msg: msg, Seq: seq, open: len(sites)}
+	key := event.UserKey(userID)
+	u := a.users[key]
+	if u == nil {
+		u = &user[M]{id: userID, pending: make(map[string]*entry[M])}
+		a.users[key] = u
+	}
+	if len(u.pending) == 0 {
+		u.since = now
+		a.deadlines = append(a.deadlines, deadline{key: key, since: now})
+	}
+	for _, site := range sites {
+		sk := event.SiteKey(site)
+		old := u.pending[sk]
+		switch {
+		case old == nil:
+			u.pending[sk] = &entry[M]{site: site, action: action, seq: seq, ticket: t}
+			a.sites++
+		case seq > old.seq:
+			u.pending[sk] = &entry[M]{site: site, action: action, seq: seq, ticket: t,
+				superseded: append(old.superseded, old.ticket)}
+		default:
+			old.superseded = append(old.superseded, t)
+		}
+	}
+	if !u.inFlight && !u.queued && len(u.pending) >= a.maxSites {
+		a.enqueue(key, u)
+	}
+	return t
+}
+
+func (a *Aggregator[M]) enqueue(key string, u *user[M]) {
+	u.queued = true
+	a.due = append(a.due, key)
+}
+
+// Next takes the next due batch, marking its user in flight, or reports
+// false when none is due at now.
+func (a *Aggregator[M]) Next(now time.Time) (*Batch[M], bool) {
+	for len(a.deadlines) > 0 && !now.Before(a.deadlines[0].since.Add(a.linger)) {
+		d := a.deadlines[0]
+		a.deadlines = a.deadlines[1:]
+		u := a.users[d.key]
+		if u != nil && !u.inFlight && !u.queued && len(u.pending) > 0 && u.since.Equal(d.since) {
+			a.enqueue(d.key, u)
+		}
+	}
+	for len(a.due) > 0 {
+		key := a.due[0]
+		a.due = a.due[1:]
+		u := a.users[key]
+		if u == nil {
+			continue
+		}
+		u.queued = false
+		if u.inFlight || len(u.pending) == 0 {
+			continue
+		}
+		return a.take(key, u), true
+	}
+	return nil, false
+}
+
+func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
+	b := &Batch[M]{UserID: u.id, key: key, Items: make([]Item[M], 0, len(u.pending))}
+	for _, e := range u.pending {
+		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded})
+	}
+	// Map order is random; sequence order keeps calls reproducible.
+	slices.SortFunc(b.Items, func(x, y Item[M]) int {
+		return cmp.Or(cmp.Compare(x.Ticket.Seq, y.Ticket.Seq), cmp.Compare(x.Site, y.Site))
+	})
+	a.sites -= len(u.pending)
+	clear(u.pending)
+	u.since = time.Time{}
+	u.inFlight = true
+	a.inFlight++
+	return b
+}
+
+// Deadline reports when the oldest pending batch becomes due, for the
+// caller's timer; false when nothing waits on time.
+func (a *Aggregator[M]) Deadline() (time.Time, bool) {
+	if len(a.deadlines) == 0 {
+		return time.Time{}, false
+	}
+	return a.deadlines[0].since.Add(a.linger), true
+}
+
+// Complete hands a batch back after its Graph calls, with Retry set on the
+// items that were not settled, and returns the messages that are now done.
+// A superseded request is settled with its winner, whatever the winner's
+// fate: the winner's own message carries the newer intent onward.
+func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
+	var done []Done[M]
+	settle := func(t *Ticket[M], retry bool) {
+		t.retry = t.retry || retry
+		t.open--
+		if t.open == 0 {
+			done = append(done, Done[M]{Msg: t.Msg, Retry: t.retry})
+		}
+	}
+	for i := range b.Items {
+		it := &b.Items[i]
+		settle(it.Ticket, it.Retry)
+		for _, t := range it.superseded {
+			settle(t, false)
+		}
+	}
+	u := a.users[b.key]
+	u.inFlight = false
+	a.inFlight--
+	switch {
+	case len(u.pending) == 0:
+		delete(a.users, b.key)
+	case len(u.pending) >= a.maxSites || !now.Before(u.since.Add(a.linger)):
+		a.enqueue(b.key, u)
+	}
+	return done
+}
+
+// FlushAll makes every pending batch due now, for shutdown.
+func (a *Aggregator[M]) FlushAll() {
+	for key, u := range a.users {
+		if !u.inFlight && !u.queued && len(u.pending) > 0 {
+			a.enqueue(key, u)
+		}
+	}
+}
+
+// Stats reports pending sites and users in flight.
+func (a *Aggregator[M]) Stats() (pendingSites, inFlightUsers int) {
+	return a.sites, a.inFlight
+}
+
+// Superseded reports how many older requests for the same site this item
+// overrides; they settle with it.
+func (it *Item[M]) Superseded() int { return len(it.superseded) }

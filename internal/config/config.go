@@ -1,0 +1,192 @@
+// Package config is the consumer's one source of settings: it reads flags
+// with environment fallbacks, validates them once, and is the only package
+// that looks at the environment. Every setting is declared in a single table
+// (see settings.go) from which parsing, validation, help text and the
+// redacted log line are all derived, so they cannot drift apart.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Config holds every setting of `consumer run`. Build it with Load; a Config
+// built by hand should be checked with Validate before use. Each field's
+// flag, environment variable, default and meaning are in Settings.
+type Config struct {
+	NATSURL            string
+	NATSCredsFile      string
+	Stream             string
+	StreamSubjects     string
+	Consumer           string
+	DLQStream          string
+	DLQSubjectPrefix   string
+	DLQDuplicateWindow time.Duration
+	Provision          bool
+
+	GraphURL           string
+	GraphOrg           string
+	GraphMaxAttempts   int
+	GraphTimeout       time.Duration
+	GraphMaxRetryAfter time.Duration
+
+	TenantID string
+	ClientID string
+	// ClientSecret comes only from AZURE_CLIENT_SECRET, so it never appears
+	// in process lists, and it is redacted by String, GoString, MarshalJSON
+	// and the zerolog representation.
+	ClientSecret  string
+	AuthorityHost string
+	CAFile        string
+
+	HTTPAddr string
+
+	BatchMaxSites   int
+	BatchLinger     time.Duration
+	EventMaxSites   int
+	AckWait         time.Duration
+	MaxDeliver      int
+	MaxAckPending   int
+	MaxConcurrency  int
+	NakBaseDelay    time.Duration
+	NakMaxDelay     time.Duration
+	ShutdownTimeout time.Duration
+
+	LogLevel  string
+	LogFormat string
+	Pprof     bool
+}
+
+// SettingError reports a setting whose value is malformed or out of range.
+// Setting is the flag (with its dashes) when the value came from a flag, and
+// the environment variable when it came from the environment.
+type SettingError struct {
+	Setting string
+	Value   string // as shown to people: quoted for text, redacted for secrets
+	Err     error
+}
+
+// Error renders the one-line form, e.g.
+// `invalid --batch-max-sites 0: must be between 1 and 1000`.
+func (e *SettingError) Error() string {
+	return fmt.Sprintf("invalid %s %s: %v", e.Setting, e.Value, e.Err)
+}
+
+// Unwrap returns the underlying parse or range error.
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// Load builds a Config from args (flags only, such as os.Args[2:] after the
+// `run` subcommand) with getenv as the fallback for each setting and the
+// table's default after that: flag > environment > default. An empty
+// environment variable counts as unset. The result is validated; errors name
+// the setting the way the user gave it. -h or --help writes Usage to
+// usageOut and returns flag.ErrHelp.
+func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config, error) {
+	specs := table()
+	fs := flag.NewFlagSet("consumer run", flag.ContinueOnError)
+	// The flag package's own messages and usage are replaced by ours.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fromFlag := make(map[string]string)
+	for i := range specs {
+		if specs[i].Flag != "" {
+			fs.Var(rawFlag{raw: fromFlag, name: specs[i].Flag, isBool: specs[i].isBool}, specs[i].Flag, specs[i].Description)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			if usageOut != nil {
+				Usage(usageOut)
+			}
+			return Config{}, flag.ErrHelp
+		}
+		return Config{}, fmt.Errorf("parse flags: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("parse flags: unexpected argument %q", fs.Arg(0))
+	}
+
+	var c Config
+	source := make(map[*spec]string, len(specs))
+	for i := range specs {
+		s := &specs[i]
+		raw, name := s.Default, s.name()
+		if v, ok := fromFlag[s.Flag]; ok {
+			raw = v
+		} else if v := getenv(s.Env); v != "" {
+			raw, name = v, s.Env
+		}
+		source[s] = name
+		if err := s.set(&c, raw); err != nil {
+			return Config{}, &SettingError{Setting: name, Value: s.quoteRaw(raw), Err: err}
+		}
+	}
+	if err := c.validate(specs, func(s *spec) string { return source[s] }); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate checks every setting and the relations between them. Its errors
+// name the flag, or the environment variable for environment-only settings.
+func (c Config) Validate() error {
+	return c.validate(table(), (*spec).name)
+}
+
+func (c Config) validate(specs []spec, name func(*spec) string) error {
+	byKey := make(map[string]*spec, len(specs))
+	for i := range specs {
+		s := &specs[i]
+		byKey[s.key()] = s
+		if err := s.check(&c); err != nil {
+			return &SettingError{Setting: name(s), Value: s.shown(&c), Err: err}
+		}
+	}
+	nameOf := func(key string) string { return name(byKey[key]) }
+	for _, x := range relations() {
+		if err := x.check(&c, nameOf); err != nil {
+			s := byKey[x.key]
+			return &SettingError{Setting: name(s), Value: s.shown(&c), Err: err}
+		}
+	}
+	return nil
+}
+
+// rawFlag records a flag's text so that Load can apply flag > env > default
+// precedence and name the flag in parse errors itself.
+type rawFlag struct {
+	raw    map[string]string
+	name   string
+	isBool bool
+}
+
+func (f rawFlag) String() string { return "" }
+
+func (f rawFlag) Set(v string) error {
+	f.raw[f.name] = v
+	return nil
+}
+
+// IsBoolFlag lets boolean settings be given as a bare --flag.
+func (f rawFlag) IsBoolFlag() bool { return f.isBool }
+
+// String renders the settings on one line with the client secret redacted.
+func (c Config) String() string {
+	var b strings.Builder
+	b.WriteString("config{")
+	for i, s := range table() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%s", s.key(), s.shown(&c))
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// GoString keeps %#v from printing the client secret.
+func (c Config) GoString() string { return c.String() }

@@ -1,0 +1,362 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Setting documents one setting: its flag (without dashes; empty for
+// environment-only settings), environment variable, default as text, kind of
+// value and one-line meaning. Settings returns them for docs and tests.
+type Setting struct {
+	Flag        string
+	Env         string
+	Default     string
+	Type        string // string, int, duration or bool
+	Required    bool
+	Description string
+}
+
+// Settings returns the table every other part of this package is derived
+// from, in help order.
+func Settings() []Setting {
+	specs := table()
+	out := make([]Setting, len(specs))
+	for i, s := range specs {
+		out[i] = s.Setting
+	}
+	return out
+}
+
+// spec binds a Setting to its Config field.
+type spec struct {
+	Setting
+	isBool bool
+	text   bool // shown quoted, as text values may hold spaces
+	secret bool
+	set    func(c *Config, raw string) error
+	show   func(c *Config) string
+	check  func(c *Config) error
+}
+
+// name is how Validate refers to the setting: its flag, or its environment
+// variable when it has no flag.
+func (s *spec) name() string {
+	if s.Flag == "" {
+		return s.Env
+	}
+	return "--" + s.Flag
+}
+
+// key names the setting in log lines and String.
+func (s *spec) key() string {
+	if s.Flag == "" {
+		return strings.ToLower(strings.ReplaceAll(s.Env, "_", "-"))
+	}
+	return s.Flag
+}
+
+// display is the value for log fields: unquoted, secrets redacted.
+func (s *spec) display(c *Config) string {
+	v := s.show(c)
+	if s.secret && v != "" {
+		return "[redacted]"
+	}
+	return v
+}
+
+// shown is the value for error messages and String.
+func (s *spec) shown(c *Config) string {
+	if s.text {
+		return strconv.Quote(s.display(c))
+	}
+	return s.display(c)
+}
+
+// quoteRaw shows text that failed to parse.
+func (s *spec) quoteRaw(raw string) string {
+	if s.secret {
+		return "[redacted]"
+	}
+	return strconv.Quote(raw)
+}
+
+// table declares every setting. It is built on each call rather than kept in
+// a package variable; it is small and its closures are cheap.
+func table() []spec {
+	return []spec{
+		str("nats-url", "NATS_URL", "nats://127.0.0.1:4222",
+			"NATS server URL (nats://, tls://, ws://, wss://); comma-separated for several servers.",
+			func(c *Config) *string { return &c.NATSURL }, checkNATSURLs).redactWith(redactURLs),
+		str("nats-creds", "NATS_CREDS", "",
+			"NATS user credentials (.creds) file; empty connects without credentials.",
+			func(c *Config) *string { return &c.NATSCredsFile }, checkOptionalFile),
+		str("stream", "SITEFOLLOW_STREAM", "SITEFOLLOW",
+			"JetStream stream holding follow/unfollow requests.",
+			func(c *Config) *string { return &c.Stream }, checkName),
+		str("stream-subjects", "SITEFOLLOW_STREAM_SUBJECTS", "sitefollow.requests.>",
+			"Subject filter the request stream captures (wildcards allowed).",
+			func(c *Config) *string { return &c.StreamSubjects }, checkSubject(true)),
+		str("consumer", "SITEFOLLOW_CONSUMER", "sitefollow",
+			"Durable consumer name on the request stream.",
+			func(c *Config) *string { return &c.Consumer }, checkName),
+		str("dlq-stream", "SITEFOLLOW_DLQ_STREAM", "SITEFOLLOW_DLQ",
+			"JetStream stream holding dead letters.",
+			func(c *Config) *string { return &c.DLQStream }, checkName),
+		str("dlq-subject-prefix", "SITEFOLLOW_DLQ_SUBJECT_PREFIX", "sitefollow.dlq",
+			"Subject prefix for dead letters; the dead-letter stream captures prefix.>.",
+			func(c *Config) *string { return &c.DLQSubjectPrefix }, checkSubject(false)),
+		duration("dlq-duplicate-window", "SITEFOLLOW_DLQ_DUPLICATE_WINDOW", "1h",
+			"Window in which the dead-letter stream drops a repeated dead letter.",
+			func(c *Config) *time.Duration { return &c.DLQDuplicateWindow }, between(time.Second, 7*24*time.Hour)),
+		boolean("provision", "SITEFOLLOW_PROVISION", "true",
+			"Create or update the streams and consumer at start-up.",
+			func(c *Config) *bool { return &c.Provision }),
+
+		str("graph-url", "SITEFOLLOW_GRAPH_URL", "https://graph.microsoft.com",
+			"Microsoft Graph base URL (https; http only for loopback), without a path.",
+			func(c *Config) *string { return &c.GraphURL }, checkGraphURL).normalizeWith(trimSlash),
+		str("graph-org", "SITEFOLLOW_GRAPH_ORG", "sitefollow",
+			"Organisation in the User-Agent NONISV|<org>|sitefollow/<version> sent to Graph.",
+			func(c *Config) *string { return &c.GraphOrg }, checkOrg),
+		integer("graph-max-attempts", "SITEFOLLOW_GRAPH_MAX_ATTEMPTS", "5",
+			"Attempts per Graph call, including the first, before a transient failure is given up on.",
+			func(c *Config) *int { return &c.GraphMaxAttempts }, 1, 20),
+		duration("graph-timeout", "SITEFOLLOW_GRAPH_TIMEOUT", "30s",
+			"Timeout of each HTTP request to Graph.",
+			func(c *Config) *time.Duration { return &c.GraphTimeout }, between(time.Second, 10*time.Minute)),
+		duration("graph-max-retry-after", "SITEFOLLOW_GRAPH_MAX_RETRY_AFTER", "5m",
+			"Longest Retry-After wait from Graph that is honoured.",
+			func(c *Config) *time.Duration { return &c.GraphMaxRetryAfter }, between(time.Second, time.Hour)),
+
+		str("tenant-id", "AZURE_TENANT_ID", "",
+			"Microsoft Entra tenant ID or domain the app registration belongs to.",
+			func(c *Config) *string { return &c.TenantID }, checkTenant).require(),
+		str("client-id", "AZURE_CLIENT_ID", "",
+			"Application (client) ID of the app registration.",
+			func(c *Config) *string { return &c.ClientID }, checkClientID).require(),
+		str("", "AZURE_CLIENT_SECRET", "",
+			"Client secret of the app registration; environment only, so it stays out of process lists.",
+			func(c *Config) *string { return &c.ClientSecret }, checkSecret).require().hide(),
+		str("authority-host", "AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/",
+			"Microsoft Entra authority host (https).",
+			func(c *Config) *string { return &c.AuthorityHost }, checkAuthority).normalizeWith(addSlash),
+		str("ca-file", "SITEFOLLOW_CA_FILE", "",
+			"PEM file of extra root certificates trusted for Graph and the authority host.",
+			func(c *Config) *string { return &c.CAFile }, checkCAFile),
+
+		str("http-addr", "SITEFOLLOW_HTTP_ADDR", ":8080",
+			"host:port serving /livez, /readyz and /metrics.",
+			func(c *Config) *string { return &c.HTTPAddr }, checkHostPort),
+
+		integer("batch-max-sites", "SITEFOLLOW_BATCH_MAX_SITES", "20",
+			"Most sites sent in one Graph call; a full batch is sent at once.",
+			func(c *Config) *int { return &c.BatchMaxSites }, 1, 1000),
+		duration("batch-linger", "SITEFOLLOW_BATCH_LINGER", "1s",
+			"How long a user's batch waits for more sites before it is sent.",
+			func(c *Config) *time.Duration { return &c.BatchLinger }, between(time.Millisecond, time.Minute)),
+		integer("event-max-sites", "SITEFOLLOW_EVENT_MAX_SITES", "100",
+			"Most siteIds one request event may carry; larger events are dead-lettered.",
+			func(c *Config) *int { return &c.EventMaxSites }, 1, 10000),
+		duration("ack-wait", "SITEFOLLOW_ACK_WAIT", "60s",
+			"How long JetStream waits for an ack before redelivering a request.",
+			func(c *Config) *time.Duration { return &c.AckWait }, between(5*time.Second, 12*time.Hour)),
+		integer("max-deliver", "SITEFOLLOW_MAX_DELIVER", "10",
+			"Deliveries of a request before it is dead-lettered.",
+			func(c *Config) *int { return &c.MaxDeliver }, 2, 1000),
+		integer("max-ack-pending", "SITEFOLLOW_MAX_ACK_PENDING", "20000",
+			"Most unacknowledged requests in flight; at least 4 × --batch-max-sites.",
+			func(c *Config) *int { return &c.MaxAckPending }, 1, 1000000),
+		integer("max-concurrency", "SITEFOLLOW_MAX_CONCURRENCY", "16",
+			"Most users whose Graph calls run at the same time.",
+			func(c *Config) *int { return &c.MaxConcurrency }, 1, 1024),
+		duration("nak-delay", "SITEFOLLOW_NAK_DELAY", "5s",
+			"Redelivery delay after a transient failure; later ones grow up to --nak-max-delay.",
+			func(c *Config) *time.Duration { return &c.NakBaseDelay }, between(time.Millisecond, time.Hour)),
+		duration("nak-max-delay", "SITEFOLLOW_NAK_MAX_DELAY", "5m",
+			"Longest redelivery delay after a transient failure.",
+			func(c *Config) *time.Duration { return &c.NakMaxDelay }, between(time.Millisecond, 24*time.Hour)),
+		duration("shutdown-timeout", "SITEFOLLOW_SHUTDOWN_TIMEOUT", "25s",
+			"How long shutdown waits for in-flight work before giving up.",
+			func(c *Config) *time.Duration { return &c.ShutdownTimeout }, between(time.Second, time.Hour)),
+
+		str("log-level", "SITEFOLLOW_LOG_LEVEL", "info",
+			"Least severe level logged: trace, debug, info, warn or error.",
+			func(c *Config) *string { return &c.LogLevel }, oneOf("trace", "debug", "info", "warn", "error")),
+		str("log-format", "SITEFOLLOW_LOG_FORMAT", "json",
+			"Log format: json, or console for people.",
+			func(c *Config) *string { return &c.LogFormat }, oneOf("json", "console")),
+		boolean("pprof", "SITEFOLLOW_PPROF", "false",
+			"Serve /debug/pprof on --http-addr.",
+			func(c *Config) *bool { return &c.Pprof }),
+	}
+}
+
+// relation is a check involving more than one setting; the error is
+// reported against the setting named by key.
+type relation struct {
+	key   string
+	check func(c *Config, name func(key string) string) error
+}
+
+func relations() []relation {
+	return []relation{
+		{"ack-wait", func(c *Config, name func(string) string) error {
+			if c.AckWait < 3*c.BatchLinger {
+				return fmt.Errorf("must be at least 3 × %s (%v) so batches are sent long before redelivery", name("batch-linger"), c.BatchLinger)
+			}
+			return nil
+		}},
+		{"max-ack-pending", func(c *Config, name func(string) string) error {
+			if c.MaxAckPending < 4*c.BatchMaxSites {
+				return fmt.Errorf("must be at least 4 × %s (%d): with fewer requests in flight batches never fill and are only sent when %s expires",
+					name("batch-max-sites"), 4*c.BatchMaxSites, name("batch-linger"))
+			}
+			return nil
+		}},
+		{"nak-max-delay", func(c *Config, name func(string) string) error {
+			if c.NakMaxDelay < c.NakBaseDelay {
+				return fmt.Errorf("must not be less than %s (%v)", name("nak-delay"), c.NakBaseDelay)
+			}
+			return nil
+		}},
+		{"dlq-stream", func(c *Config, name func(string) string) error {
+			if c.DLQStream == c.Stream {
+				return fmt.Errorf("must differ from %s", name("stream"))
+			}
+			return nil
+		}},
+		{"dlq-subject-prefix", func(c *Config, name func(string) string) error {
+			if subjectsOverlap(c.DLQSubjectPrefix+".>", c.StreamSubjects) {
+				return fmt.Errorf("dead-letter subjects %s.> overlap %s %q", c.DLQSubjectPrefix, name("stream-subjects"), c.StreamSubjects)
+			}
+			return nil
+		}},
+	}
+}
+
+// bind makes a spec for a field of type T from its parser, printer and check.
+func bind[T any](s Setting, field func(*Config) *T, parse func(string) (T, error), show func(T) string, check func(T) error) spec {
+	return spec{
+		Setting: s,
+		set: func(c *Config, raw string) error {
+			v, err := parse(raw)
+			if err != nil {
+				return err
+			}
+			*field(c) = v
+			return nil
+		},
+		show:  func(c *Config) string { return show(*field(c)) },
+		check: func(c *Config) error { return check(*field(c)) },
+	}
+}
+
+func str(flag, env, def, desc string, field func(*Config) *string, check func(string) error) spec {
+	s := bind(Setting{Flag: flag, Env: env, Default: def, Type: "string", Description: desc}, field,
+		func(v string) (string, error) { return v, nil },
+		func(v string) string { return v }, check)
+	s.text = true
+	return s
+}
+
+func integer(flag, env, def, desc string, field func(*Config) *int, lo, hi int) spec {
+	return bind(Setting{Flag: flag, Env: env, Default: def, Type: "int", Description: desc}, field,
+		func(v string) (int, error) {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return 0, errors.New("must be an integer")
+			}
+			return n, nil
+		},
+		strconv.Itoa,
+		func(n int) error {
+			if n < lo || n > hi {
+				return fmt.Errorf("must be between %d and %d", lo, hi)
+			}
+			return nil
+		})
+}
+
+func duration(flag, env, def, desc string, field func(*Config) *time.Duration, check func(time.Duration) error) spec {
+	return bind(Setting{Flag: flag, Env: env, Default: def, Type: "duration", Description: desc}, field,
+		func(v string) (time.Duration, error) { return time.ParseDuration(strings.TrimSpace(v)) },
+		time.Duration.String, check)
+}
+
+func boolean(flag, env, def, desc string, field func(*Config) *bool) spec {
+	s := bind(Setting{Flag: flag, Env: env, Default: def, Type: "bool", Description: desc}, field,
+		parseBool, strconv.FormatBool, func(bool) error { return nil })
+	s.isBool = true
+	return s
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "1":
+		return true, nil
+	case "false", "0":
+		return false, nil
+	}
+	return false, errors.New("must be true, false, 1 or 0")
+}
+
+// require rejects an empty value, saying where the value can be given.
+func (s spec) require() spec {
+	s.Required = true
+	where := s.Env
+	if s.Flag != "" {
+		where = "--" + s.Flag + " or " + s.Env
+	}
+	check, show := s.check, s.show
+	s.check = func(c *Config) error {
+		if show(c) == "" {
+			return fmt.Errorf("is required; set %s", where)
+		}
+		return check(c)
+	}
+	return s
+}
+
+func (s spec) hide() spec {
+	s.secret = true
+	return s
+}
+
+// normalizeWith rewrites a text value as it is loaded.
+func (s spec) normalizeWith(f func(string) string) spec {
+	set := s.set
+	s.set = func(c *Config, raw string) error { return set(c, f(raw)) }
+	return s
+}
+
+// redactWith hides parts of a text value (such as URL passwords) wherever it
+// is shown.
+func (s spec) redactWith(f func(string) string) spec {
+	show := s.show
+	s.show = func(c *Config) string { return f(show(c)) }
+	return s
+}
+
+func between(lo, hi time.Duration) func(time.Duration) error {
+	return func(d time.Duration) error {
+		if d < lo || d > hi {
+			return fmt.Errorf("must be between %v and %v", lo, hi)
+		}
+		return nil
+	}
+}
+
+func oneOf(allowed ...string) func(string) error {
+	return func(v string) error {
+		for _, a := range allowed {
+			if v == a {
+				return nil
+			}
+		}
+		return fmt.Errorf("must be one of %s", strings.Join(allowed, ", "))
+	}
+}

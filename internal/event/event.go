@@ -1,0 +1,100 @@
+// Package event defines the follow/unfollow request and dead-letter formats
+// and is the one place that decodes and validates request events. It imports
+// neither NATS nor HTTP, so producers' contract lives apart from transport.
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+)
+
+// Action is what a request asks Graph to do with its sites.
+type Action string
+
+// The two actions a request may carry.
+const (
+	Follow   Action = "follow"
+	Unfollow Action = "unfollow"
+)
+
+// DefaultMaxSites is the default cap on siteIds per event.
+const DefaultMaxSites = 100
+
+// Request is one follow/unfollow request: one user, one action, one or more
+// sites. Unknown JSON fields are ignored for forward compatibility.
+type Request struct {
+	UserID     string   `json:"userId"`
+	Action     Action   `json:"action"`
+	SiteIDs    []string `json:"siteIds"`
+	ID         string   `json:"id,omitempty"`
+	OccurredAt string   `json:"occurredAt,omitempty"`
+	Source     string   `json:"source,omitempty"`
+}
+
+// ErrInvalid classifies every validation failure of an event.
+var ErrInvalid = errors.New("invalid event")
+
+// InvalidError says which field of an event is wrong and why.
+type InvalidError struct {
+	Field  string
+	Reason string
+}
+
+// Error implements error.
+func (e *InvalidError) Error() string {
+	if e.Field == "" {
+		return "invalid event: " + e.Reason
+	}
+	return "invalid event: " + e.Field + ": " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalid) hold for every InvalidError.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
+
+// SiteKey is the canonical form of a site id for comparison: Graph answers
+// with upper-case GUIDs in places, so ids compare case-insensitively.
+func SiteKey(id string) string { return strings.ToLower(id) }
+
+// UserKey is the canonical form of a user id for comparison (GUIDs and UPNs
+// are both case-insensitive).
+func UserKey(id string) string { return strings.ToLower(id) }
+
+// Dead-letter codes the consumer assigns itself; every other code is Graph's.
+const (
+	CodeInvalidEvent     = "invalidEvent"
+	CodeRetriesExhausted = "retriesExhausted"
+)
+
+// DeadLetter is one failed (user, action, site), or one invalid event, as
+// published to the dead-letter subject. It carries enough to fix and replay.
+type DeadLetter struct {
+	UserID   string    `json:"userId"`
+	Action   Action    `json:"action,omitempty"`
+	SiteID   string    `json:"siteId,omitempty"`
+	Error    Failure   `json:"error"`
+	Attempts int       `json:"attempts"`
+	DeadAt   time.Time `json:"deadAt"`
+	Origin   Origin    `json:"origin"`
+	// Event is the original event when it was a JSON object.
+	Event json.RawMessage `json:"event,omitempty"`
+	// RawPayload is the original payload (base64 in JSON) when it was not.
+	RawPayload []byte `json:"rawPayload,omitempty"`
+}
+
+// Failure describes why a site or event was dead-lettered.
+type Failure struct {
+	Code            string `json:"code"`
+	Message         string `json:"message"`
+	HTTPStatus      int    `json:"httpStatus"`
+	RequestID       string `json:"requestId,omitempty"`
+	ClientRequestID string `json:"clientRequestId,omitempty"`
+}
+
+// Origin locates the request message a dead letter came from.
+type Origin struct {
+	Stream   string `json:"stream"`
+	Sequence uint64 `json:"sequence"`
+	Subject  string `json:"subject"`
+}

@@ -1,0 +1,1009 @@
+// Package graphclient follows and unfollows SharePoint sites on behalf of
+// users through Microsoft Graph (POST /v1.0/users/{id}/followedSites/add and
+// .../remove) and obtains the app-only Entra tokens those calls need.
+//
+// It is the only code in sitefollow that talks to Graph or to Entra. Apply
+// turns every Graph answer into one verdict per requested site: Applied only
+// when Graph confirmed the site, Rejected when Graph refused it for good
+// (dead-letter), Unresolved when the answer is still open after the in-process
+// retry budget (the caller redelivers later). Throttling is honoured
+// app-wide: one gate in the Client holds back every call while Graph asks
+// for a pause.
+package graphclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/rs/zerolog"
+)
+
+// Operation is the followedSites action a call performs.
+type Operation string
+
+// The two followedSites actions.
+const (
+	Add    Operation = "add"
+	Remove Operation = "remove"
+)
+
+// Outcome is the verdict Apply reaches for one site.
+type Outcome int
+
+// Outcomes of Apply.
+const (
+	// Applied means Graph confirmed the site: a success entry in an add
+	// answer, or a remove answered 204 or a 207 that does not list the site.
+	Applied Outcome = iota + 1
+	// Rejected means Graph refused the site permanently: the caller should
+	// dead-letter it rather than retry.
+	Rejected
+	// Unresolved means the site's fate is still open after the in-process
+	// retries (or the context ended): the caller should redeliver it later.
+	Unresolved
+)
+
+// String returns the outcome's lower-case name, for logs.
+func (o Outcome) String() string {
+	switch o {
+	case Applied:
+		return "applied"
+	case Rejected:
+		return "rejected"
+	case Unresolved:
+		return "unresolved"
+	default:
+		return "outcome(" + strconv.Itoa(int(o)) + ")"
+	}
+}
+
+// Codes set on SiteError for verdicts Graph did not name with its own
+// error.code. When a Graph response carries an error.code, that code is used
+// instead.
+const (
+	// CodeThrottled means 429 or 509, or the app-wide throttle gate asked for a
+	// wait longer than Config.MaxRetryAfter.
+	CodeThrottled = "throttled"
+	// CodeServiceUnavailable means 503, or another 5xx without a Graph code.
+	CodeServiceUnavailable = "serviceUnavailable"
+	// CodeGatewayTimeout means 504 without a Graph code.
+	CodeGatewayTimeout = "gatewayTimeout"
+	// CodeNetworkError means the request failed before an HTTP status arrived.
+	CodeNetworkError = "networkError"
+	// CodeTimeout means the request exceeded Config.RequestTimeout.
+	CodeTimeout = "timeout"
+	// CodeCanceled means Apply's context ended before the site was settled.
+	CodeCanceled = "canceled"
+	// CodeUnauthenticated means Graph answered 401 even with a freshly issued token.
+	CodeUnauthenticated = "unauthenticated"
+	// CodeTokenUnavailable means the credential could not produce a token.
+	CodeTokenUnavailable = "tokenUnavailable"
+	// CodeUnconfirmed means an add answer never mentioned the site, even after
+	// re-sending it; it is not assumed followed.
+	CodeUnconfirmed = "unconfirmed"
+	// CodeInvalidResponse means a 2xx answer whose body could not be decoded.
+	CodeInvalidResponse = "invalidResponse"
+	// CodeInvalidOperation means Apply was called with an Operation other than
+	// Add or Remove.
+	CodeInvalidOperation = "invalidOperation"
+	// CodeInvalidUserID means the user id is empty, "." or "..", which cannot
+	// name a user and must not become a path segment.
+	CodeInvalidUserID = "invalidUserId"
+)
+
+// SiteError describes why a site is Rejected or Unresolved.
+type SiteError struct {
+	// Code is Graph's error.code, or one of the Code* constants, or
+	// "httpStatus<N>" for a permanent whole-call status without a code.
+	Code    string
+	Message string
+	// HTTPStatus is the status of the response that carried the verdict:
+	// 207 for per-site entries, the whole-call status otherwise, 0 when no
+	// response arrived (network error, cancellation, throttle gate).
+	HTTPStatus      int
+	RequestID       string
+	ClientRequestID string
+	// RetryAfter is how long Graph asked the app to pause, when the verdict
+	// came from throttling; a caller can use it as its redelivery delay.
+	RetryAfter time.Duration
+}
+
+// Error returns the code and message.
+func (e *SiteError) Error() string {
+	if e.Message == "" {
+		return e.Code
+	}
+	return e.Code + ": " + e.Message
+}
+
+// SiteResult is Apply's verdict for one requested site.
+type SiteResult struct {
+	// SiteID is the id as the caller passed it.
+	SiteID  string
+	Outcome Outcome
+	// Err is nil when Outcome is Applied.
+	Err *SiteError
+	// Attempts is how many Graph calls included this site.
+	Attempts int
+}
+
+// Config configures a Client. Zero values select the documented defaults.
+type Config struct {
+	// BaseURL is Graph's root, e.g. https://graph.microsoft.com. It must be
+	// https, or http for a loopback host (tests and local simulators).
+	BaseURL string
+	// UserAgent is sent verbatim, e.g. "NONISV|Contoso|sitefollow/1.2.3";
+	// Graph throttles undecorated traffic first. Default DefaultUserAgent.
+	UserAgent string
+	// Credential issues the app-only tokens. Required.
+	Credential azcore.TokenCredential
+	// Scope defaults to BaseURL + "/.default".
+	Scope string
+	// HTTPClient defaults to a client tuned for many concurrent calls to one
+	// host (see NewHTTPClient).
+	HTTPClient *http.Client
+	// MaxAttempts bounds the Graph calls made for one Apply before the
+	// unsettled sites are returned Unresolved. Default 5.
+	MaxAttempts int
+	// InitialInterval and MaxInterval shape the exponential backoff between
+	// attempts. Defaults 500ms and 30s.
+	InitialInterval time.Duration
+	MaxInterval     time.Duration
+	// MaxRetryAfter caps a single throttle wait: when Graph asks for a
+	// longer pause, Apply returns Unresolved (with SiteError.RetryAfter) so
+	// the caller can redeliver later instead of blocking. Default 5m.
+	MaxRetryAfter time.Duration
+	// RequestTimeout bounds each HTTP request. Default 30s.
+	RequestTimeout time.Duration
+	Logger         zerolog.Logger
+	// Metrics may be nil.
+	Metrics *Metrics
+	// Now defaults to time.Now. It must advance at the rate of real time:
+	// the throttle gate compares it with real timers.
+	Now func() time.Time
+}
+
+// Defaults applied by New.
+const (
+	DefaultUserAgent       = "NONISV|sitefollow|sitefollow"
+	DefaultMaxAttempts     = 5
+	DefaultInitialInterval = 500 * time.Millisecond
+	DefaultMaxInterval     = 30 * time.Second
+	DefaultMaxRetryAfter   = 5 * time.Minute
+	DefaultRequestTimeout  = 30 * time.Second
+	// DefaultMaxConnsPerHost sizes the default client's idle pool.
+	DefaultMaxConnsPerHost = 128
+)
+
+// gateMargin is added to every Retry-After so that rounding between our
+// clock and Graph's never lets a call through a moment too early.
+const gateMargin = 25 * time.Millisecond
+
+// maxResponseBytes bounds how much of a response body is read; an add answer
+// for a full batch of sites is a few hundred KiB at most.
+const maxResponseBytes = 8 << 20
+
+// Client calls Graph's followedSites actions. It is safe for concurrent use;
+// all calls share one token cache and one throttle gate.
+type Client struct {
+	baseURL        string
+	userAgent      string
+	httpClient     *http.Client
+	tokens         *tokenCache
+	gate           *gate
+	maxAttempts    int
+	initial        time.Duration
+	maxInterval    time.Duration
+	maxRetryAfter  time.Duration
+	requestTimeout time.Duration
+	log            zerolog.Logger
+	metrics        *Metrics
+	now            func() time.Time
+}
+
+// New validates cfg and returns a Client.
+func New(cfg Config) (*Client, error) {
+	base, err := validateBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Credential == nil {
+		return nil, errNoCredential
+	}
+	if cfg.MaxAttempts < 0 || cfg.InitialInterval < 0 || cfg.MaxInterval < 0 || cfg.MaxRetryAfter < 0 || cfg.RequestTimeout < 0 {
+		return nil, errors.New("graphclient: new: attempts, intervals and timeouts must not be negative")
+	}
+	c := &Client{
+		baseURL:        base,
+		userAgent:      orDefault(cfg.UserAgent, DefaultUserAgent),
+		httpClient:     cfg.HTTPClient,
+		maxAttempts:    cfg.MaxAttempts,
+		initial:        cfg.InitialInterval,
+		maxInterval:    cfg.MaxInterval,
+		maxRetryAfter:  cfg.MaxRetryAfter,
+		requestTimeout: cfg.RequestTimeout,
+		log:            cfg.Logger,
+		metrics:        cfg.Metrics,
+		now:            cfg.Now,
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.maxAttempts == 0 {
+		c.maxAttempts = DefaultMaxAttempts
+	}
+	if c.initial == 0 {
+		c.initial = DefaultInitialInterval
+	}
+	if c.maxInterval == 0 {
+		c.maxInterval = DefaultMaxInterval
+	}
+	if c.maxInterval < c.initial {
+		c.maxInterval = c.initial
+	}
+	if c.maxRetryAfter == 0 {
+		c.maxRetryAfter = DefaultMaxRetryAfter
+	}
+	if c.requestTimeout == 0 {
+		c.requestTimeout = DefaultRequestTimeout
+	}
+	if c.httpClient == nil {
+		c.httpClient = NewHTTPClient()
+	}
+	scope := orDefault(cfg.Scope, base+"/.default")
+	c.tokens = newTokenCache(cfg.Credential, scope, c.now)
+	c.gate = newGate(c.now)
+	return c, nil
+}
+
+// NewHTTPClient returns the client New uses by default: keep-alive with a
+// large per-host idle pool (all traffic goes to one Graph host), HTTP/2
+// attempted, and bounded dial and TLS waits (the whole request is bounded
+// by Config.RequestTimeout through its context). Redirects are not
+// followed: Graph's followedSites actions never redirect, and a bearer token
+// must not travel to wherever a redirect points.
+func NewHTTPClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	transport := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          2 * DefaultMaxConnsPerHost,
+		MaxIdleConnsPerHost:   DefaultMaxConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &http.Client{
+		Transport: transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// validateBaseURL refuses plain http except on loopback, so a bearer token
+// never crosses a network in clear text.
+func validateBaseURL(raw string) (string, error) {
+	if raw == "" {
+		return "", errors.New("graphclient: new: base URL is required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("graphclient: new: base URL %q: %w", raw, err)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("graphclient: new: base URL %q must be scheme://host[:port][/path] without credentials, query or fragment", raw)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return "", fmt.Errorf("graphclient: new: base URL %q uses plain http on a non-loopback host; use https", raw)
+		}
+	default:
+		return "", fmt.Errorf("graphclient: new: base URL %q must use https", raw)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// CheckToken obtains (or reuses) a token, for readiness and start-up checks.
+func (c *Client) CheckToken(ctx context.Context) error {
+	if _, err := c.tokens.get(ctx); err != nil {
+		return fmt.Errorf("graphclient: check token: %w", err)
+	}
+	return nil
+}
+
+// ThrottledUntil reports the time before which the Client sends no Graph
+// call because Graph asked the app to pause; it is in the past when calls
+// flow freely. Callers may use it to stop pulling work meanwhile.
+func (c *Client) ThrottledUntil() time.Time {
+	return c.gate.until()
+}
+
+// Apply sends siteIDs for one user and operation in one Graph call (the
+// caller sizes batches; Apply does not chunk), retries what is transient, and
+// returns one SiteResult per input site, in input order. Ids are matched
+// case-insensitively; duplicates are sent once and share a verdict. Apply
+// never returns Applied for a site Graph did not confirm.
+func (c *Client) Apply(ctx context.Context, userID string, op Operation, siteIDs []string) []SiteResult {
+	r := newRun(c, userID, op, siteIDs)
+	if len(siteIDs) == 0 {
+		return r.results
+	}
+	if op != Add && op != Remove {
+		r.settleAll(Rejected, &SiteError{Code: CodeInvalidOperation, Message: fmt.Sprintf("unknown operation %q", op)})
+		return r.results
+	}
+	if userID == "" || userID == "." || userID == ".." {
+		// url.PathEscape leaves dots alone; a "." or ".." segment could be
+		// resolved by a proxy into another Graph path. No user has such an id.
+		r.settleAll(Rejected, &SiteError{Code: CodeInvalidUserID, Message: fmt.Sprintf("invalid user id %q", userID)})
+		return r.results
+	}
+	exp := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(c.initial),
+		backoff.WithMaxInterval(c.maxInterval),
+		backoff.WithMaxElapsedTime(0),
+	)
+	policy := backoff.WithContext(backoff.WithMaxRetries(exp, uint64(c.maxAttempts-1)), ctx)
+	err := backoff.RetryNotify(func() error { return r.attempt(ctx) }, policy, func(err error, _ time.Duration) {
+		var re *retryError
+		if errors.As(err, &re) {
+			c.metrics.retry(op, re.reason)
+		}
+	})
+	r.finish(ctx, err)
+	return r.results
+}
+
+// retryError asks backoff to try again; reason labels the retries metric.
+type retryError struct {
+	reason string
+}
+
+func (e *retryError) Error() string { return "graphclient: retry: " + e.reason }
+
+// Retry reasons, the values of the retries metric's reason label.
+const (
+	reasonThrottled     = "throttled"
+	reasonUnavailable   = "unavailable"
+	reasonNetwork       = "network"
+	reasonSiteTransient = "site_transient"
+	reasonUnconfirmed   = "unconfirmed"
+	reasonUnauthorized  = "unauthenticated"
+	reasonInvalid       = "invalid_response"
+)
+
+// errStop ends the retry loop after the run has recorded why.
+var errStop = errors.New("graphclient: stop retrying")
+
+// site is one distinct (case-insensitive) id of an Apply call.
+type site struct {
+	id      string // as first given
+	indexes []int  // positions in the caller's slice
+	lastErr *SiteError
+	settled bool
+}
+
+// run is the state of one Apply call.
+type run struct {
+	c       *Client
+	userID  string
+	op      Operation
+	results []SiteResult
+	sites   map[string]*site // by lower-case id
+	order   []string         // lower-case ids in first-seen order
+}
+
+func newRun(c *Client, userID string, op Operation, siteIDs []string) *run {
+	r := &run{c: c, userID: userID, op: op, results: make([]SiteResult, len(siteIDs)), sites: make(map[string]*site, len(siteIDs))}
+	for i, id := range siteIDs {
+		r.results[i].SiteID = id
+		key := strings.ToLower(id)
+		s, ok := r.sites[key]
+		if !ok {
+			s = &site{id: id}
+			r.sites[key] = s
+			r.order = append(r.order, key)
+		}
+		s.indexes = append(s.indexes, i)
+	}
+	return r
+}
+
+func (r *run) pending() []string {
+	var keys []string
+	for _, k := range r.order {
+		if !r.sites[k].settled {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+func (r *run) settle(key string, o Outcome, e *SiteError) {
+	s := r.sites[key]
+	s.settled = true
+	for _, i := range s.indexes {
+		r.results[i].Outcome = o
+		r.results[i].Err = nil
+		if e != nil {
+			// Each result owns its error: callers may annotate it.
+			own := *e
+			r.results[i].Err = &own
+		}
+	}
+}
+
+func (r *run) settleAll(o Outcome, e *SiteError) {
+	for _, k := range r.pending() {
+		r.settle(k, o, e)
+	}
+}
+
+// setPendingErr records why every unsettled site is still open.
+func (r *run) setPendingErr(keys []string, e *SiteError) {
+	for _, k := range keys {
+		r.sites[k].lastErr = e
+	}
+}
+
+// finish turns every site still open into Unresolved.
+func (r *run) finish(ctx context.Context, err error) {
+	var canceled *SiteError
+	if ctx.Err() != nil {
+		canceled = &SiteError{Code: CodeCanceled, Message: context.Cause(ctx).Error()}
+	}
+	for _, k := range r.pending() {
+		e := r.sites[k].lastErr
+		switch {
+		case canceled != nil:
+			e = canceled
+		case e == nil:
+			// Unreachable in practice: every retry path records an error.
+			msg := "no verdict"
+			if err != nil {
+				msg = err.Error()
+			}
+			e = &SiteError{Code: CodeNetworkError, Message: msg}
+		}
+		r.settle(k, Unresolved, e)
+	}
+}
+
+// attempt makes one Graph call (two when the first is answered 401) for the
+// sites still open, and settles what the answer decides.
+func (r *run) attempt(ctx context.Context) error {
+	keys := r.pending()
+	if len(keys) == 0 {
+		return nil
+	}
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = r.sites[k].id
+	}
+	body, err := json.Marshal(requestBody(ids))
+	if err != nil {
+		return backoff.Permanent(fmt.Errorf("graphclient: encode request: %w", err))
+	}
+
+	if err := r.waitGate(ctx, keys); err != nil {
+		return err
+	}
+	token, err := r.c.tokens.get(ctx)
+	if err != nil {
+		return r.tokenFailure(ctx, keys, err)
+	}
+	// The token fetch may have taken a while; another call may have been
+	// throttled meanwhile.
+	if err := r.waitGate(ctx, keys); err != nil {
+		return err
+	}
+	resp, err := r.send(ctx, keys, token, body)
+	if err == nil && resp.status == http.StatusUnauthorized {
+		r.logCall(resp, nil)
+		// Graph rejected the token (revoked, rotated secret, CAE event): get
+		// a new one, bypassing every cache, and try exactly once more.
+		r.c.metrics.retry(r.op, reasonUnauthorized)
+		token, err = r.c.tokens.refresh(ctx, token, resp.claimsChallenge())
+		if err != nil {
+			return r.tokenFailure(ctx, keys, err)
+		}
+		if err := r.waitGate(ctx, keys); err != nil {
+			return err
+		}
+		resp, err = r.send(ctx, keys, token, body)
+		if err == nil && resp.status == http.StatusUnauthorized {
+			r.logCall(resp, nil)
+			e := resp.wholeCallError(CodeUnauthenticated)
+			e.Code = CodeUnauthenticated
+			r.setPendingErr(keys, e)
+			return backoff.Permanent(errStop)
+		}
+	}
+	if err != nil {
+		r.logCall(nil, err)
+		return r.transportFailure(ctx, keys, err)
+	}
+	result := r.handle(keys, resp)
+	r.logCall(resp, nil)
+	return result
+}
+
+func requestBody(ids []string) any {
+	type entry struct {
+		ID string `json:"id"`
+	}
+	v := struct {
+		Value []entry `json:"value"`
+	}{Value: make([]entry, len(ids))}
+	for i, id := range ids {
+		v.Value[i].ID = id
+	}
+	return v
+}
+
+// waitGate blocks until the app-wide throttle gate opens, unless that is
+// further away than MaxRetryAfter.
+func (r *run) waitGate(ctx context.Context, keys []string) error {
+	waited, err := r.c.gate.wait(ctx, r.c.maxRetryAfter)
+	r.c.metrics.throttleWaited(waited)
+	var tooLong *gateTooLongError
+	switch {
+	case errors.As(err, &tooLong):
+		r.setPendingErr(keys, &SiteError{
+			Code:       CodeThrottled,
+			Message:    fmt.Sprintf("graph asked the app to pause for %s, more than the %s allowed in process", tooLong.wait.Round(time.Millisecond), r.c.maxRetryAfter),
+			RetryAfter: tooLong.wait,
+		})
+		return backoff.Permanent(errStop)
+	case err != nil:
+		return backoff.Permanent(err)
+	}
+	return nil
+}
+
+func (r *run) tokenFailure(ctx context.Context, keys []string, err error) error {
+	if ctx.Err() != nil {
+		return backoff.Permanent(ctx.Err())
+	}
+	// The credential (azcore) already retried transient Entra failures;
+	// another round here would only multiply token requests. The sites are
+	// redelivered later, by which time operators may have fixed the secret.
+	r.setPendingErr(keys, &SiteError{Code: CodeTokenUnavailable, Message: err.Error()})
+	return backoff.Permanent(errStop)
+}
+
+func (r *run) transportFailure(ctx context.Context, keys []string, err error) error {
+	if ctx.Err() != nil {
+		return backoff.Permanent(ctx.Err())
+	}
+	code := CodeNetworkError
+	var se *sendError
+	if errors.As(err, &se) && se.timeout {
+		code = CodeTimeout
+	}
+	e := &SiteError{Code: code, Message: err.Error()}
+	if se != nil {
+		e.ClientRequestID = se.clientRequestID
+	}
+	r.setPendingErr(keys, e)
+	return &retryError{reason: reasonNetwork}
+}
+
+// handle settles the sites an HTTP answer decides.
+func (r *run) handle(keys []string, resp *response) error {
+	switch s := resp.status; {
+	case s == http.StatusNoContent && r.op == Remove:
+		for _, k := range keys {
+			r.settle(k, Applied, nil)
+		}
+		return nil
+	case s >= 200 && s < 300:
+		return r.handleEntries(keys, resp)
+	case s == http.StatusTooManyRequests || s == 509 || s == http.StatusServiceUnavailable || s == http.StatusGatewayTimeout ||
+		s == http.StatusRequestTimeout || s >= 500:
+		return r.handleTransient(keys, resp)
+	case s >= 400:
+		// Permanent: 400 malformed, 403 no permission or guest user, 404
+		// unknown user, and the rest of 4xx. Retrying cannot help.
+		e := resp.wholeCallError("httpStatus" + strconv.Itoa(s))
+		for _, k := range keys {
+			r.settle(k, Rejected, e)
+		}
+		return nil
+	default:
+		// 1xx/3xx: not an answer Graph gives to these actions; treat it as
+		// a glitch on the way rather than a verdict.
+		r.setPendingErr(keys, resp.wholeCallError("httpStatus"+strconv.Itoa(s)))
+		return &retryError{reason: reasonUnavailable}
+	}
+}
+
+func (r *run) handleTransient(keys []string, resp *response) error {
+	fallback := CodeServiceUnavailable
+	reason := reasonUnavailable
+	switch resp.status {
+	case http.StatusTooManyRequests, 509:
+		fallback, reason = CodeThrottled, reasonThrottled
+	case http.StatusGatewayTimeout:
+		fallback = CodeGatewayTimeout
+	case http.StatusRequestTimeout:
+		fallback = CodeTimeout
+	}
+	e := resp.wholeCallError(fallback)
+	if wait, ok := resp.retryAfter(r.c.now()); ok {
+		e.RetryAfter = wait
+		// The pause applies to the whole app: every Apply waits at the gate.
+		r.c.gate.push(wait + gateMargin)
+		if wait > r.c.maxRetryAfter {
+			r.setPendingErr(keys, e)
+			return backoff.Permanent(errStop)
+		}
+	}
+	r.setPendingErr(keys, e)
+	return &retryError{reason: reason}
+}
+
+// handleEntries applies a 2xx answer that lists entries (add 200, 207).
+func (r *run) handleEntries(keys []string, resp *response) error {
+	entries, err := resp.entries()
+	if err != nil {
+		e := resp.siteError(CodeInvalidResponse, err.Error())
+		r.setPendingErr(keys, e)
+		return &retryError{reason: reasonInvalid}
+	}
+	requested := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		requested[k] = true
+	}
+	type verdict struct {
+		success   bool
+		permanent *SiteError
+		transient *SiteError
+	}
+	verdicts := make(map[string]*verdict, len(keys))
+	var unrequested []string
+	for _, en := range entries {
+		k := strings.ToLower(en.ID)
+		if !requested[k] {
+			unrequested = append(unrequested, en.ID)
+			continue
+		}
+		v := verdicts[k]
+		if v == nil {
+			v = &verdict{}
+			verdicts[k] = v
+		}
+		if en.Error == nil {
+			v.success = true
+			continue
+		}
+		e := resp.siteError(en.Error.Code, en.Error.Message)
+		if en.Error.transient() {
+			v.transient = e
+		} else {
+			v.permanent = e
+		}
+	}
+	resp.unrequested = unrequested
+	var reason string
+	for _, k := range keys {
+		v := verdicts[k]
+		switch {
+		case v != nil && v.permanent != nil:
+			r.settle(k, Rejected, v.permanent)
+		case v != nil && v.transient != nil:
+			r.sites[k].lastErr = v.transient
+			reason = reasonSiteTransient
+		case v != nil && v.success:
+			r.settle(k, Applied, nil)
+		case r.op == Remove:
+			// Remove answers list only the failures.
+			r.settle(k, Applied, nil)
+		default:
+			// An add answer that does not mention a site proves nothing:
+			// re-send it (with the other open sites) to get a verdict.
+			r.sites[k].lastErr = resp.siteError(CodeUnconfirmed, "graph's answer did not mention this site")
+			if reason == "" {
+				reason = reasonUnconfirmed
+			}
+		}
+	}
+	if reason != "" {
+		return &retryError{reason: reason}
+	}
+	return nil
+}
+
+// call describes one HTTP call, for its log line.
+type call struct {
+	attempt         int
+	sites           int
+	clientRequestID string
+	status          string
+	elapsed         time.Duration
+	err             error
+}
+
+// response is what is kept of one HTTP answer.
+type response struct {
+	call
+	status          int
+	header          http.Header
+	body            []byte
+	requestID       string
+	clientRequestID string
+	unrequested     []string
+}
+
+// sendError is a request that got no HTTP status.
+type sendError struct {
+	call
+	timeout bool
+}
+
+func (e *sendError) Error() string { return e.err.Error() }
+func (e *sendError) Unwrap() error { return e.err }
+
+// send performs one HTTP call and updates the metrics; the caller logs it
+// with logCall once the answer is interpreted.
+func (r *run) send(ctx context.Context, keys []string, token string, body []byte) (*response, error) {
+	c := r.c
+	for _, k := range keys {
+		for _, i := range r.sites[k].indexes {
+			r.results[i].Attempts++
+		}
+	}
+	info := call{
+		attempt:         r.results[r.sites[keys[0]].indexes[0]].Attempts,
+		sites:           len(keys),
+		clientRequestID: newGUID(),
+	}
+	target := c.baseURL + "/v1.0/users/" + url.PathEscape(r.userID) + "/followedSites/" + string(r.op)
+
+	rctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		info.status = "error"
+		info.err = fmt.Errorf("graphclient: build request: %w", err)
+		return nil, &sendError{call: info}
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	req.Header.Set("client-request-id", info.clientRequestID)
+	req.Header.Set("return-client-request-id", "true")
+
+	c.metrics.callStarted(r.op, len(keys))
+	start := time.Now()
+	resp, err := c.httpClient.Do(req)
+	var out *response
+	if err == nil {
+		var data []byte
+		data, err = io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+		if cerr := resp.Body.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		if err != nil {
+			err = fmt.Errorf("read %d answer: %w", resp.StatusCode, err)
+		} else {
+			out = &response{
+				status:          resp.StatusCode,
+				header:          resp.Header,
+				body:            data,
+				requestID:       resp.Header.Get("request-id"),
+				clientRequestID: orDefault(resp.Header.Get("client-request-id"), info.clientRequestID),
+			}
+		}
+	}
+	info.elapsed = time.Since(start)
+	switch {
+	case out != nil:
+		info.status = strconv.Itoa(out.status)
+	case ctx.Err() != nil:
+		info.status = "canceled"
+	default:
+		info.status = "error"
+	}
+	c.metrics.callDone(r.op, info.status, info.elapsed)
+
+	if err != nil {
+		info.err = fmt.Errorf("graphclient: %s for user %q: %w", r.op, r.userID, err)
+		var ne net.Error
+		timeout := ctx.Err() == nil && (errors.Is(rctx.Err(), context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout())
+		return nil, &sendError{call: info, timeout: timeout}
+	}
+	out.call = info
+	return out, nil
+}
+
+// logCall writes the one log line of an HTTP call. Tokens never reach it.
+func (r *run) logCall(resp *response, err error) {
+	var info call
+	var se *sendError
+	switch {
+	case resp != nil:
+		info = resp.call
+	case errors.As(err, &se):
+		info = se.call
+	default:
+		return
+	}
+	ev := r.c.log.Info()
+	if resp == nil || resp.status >= 300 || len(resp.unrequested) > 0 {
+		ev = r.c.log.Warn()
+	}
+	ev = ev.Str("user", r.userID).Str("operation", string(r.op)).Int("sites", info.sites).
+		Str("status", info.status).Dur("duration", info.elapsed).Int("attempt", info.attempt).
+		Str("client_request_id", info.clientRequestID)
+	if resp != nil {
+		ev = ev.Str("request_id", resp.requestID)
+		if resp.status >= 400 {
+			ev = ev.Str("error_code", resp.wholeCallError("").Code)
+		}
+		if len(resp.unrequested) > 0 {
+			// Graph answered for ids nobody asked about; they are ignored.
+			ev = ev.Strs("unrequested_ids", resp.unrequested)
+		}
+	} else {
+		ev = ev.AnErr("error", info.err)
+	}
+	ev.Msg("graph call")
+}
+
+// graphError is Graph's error object, whole-call or per entry.
+type graphError struct {
+	Code       string      `json:"code"`
+	Message    string      `json:"message"`
+	InnerError *innerError `json:"innerError"`
+}
+
+type innerError struct {
+	Code            string      `json:"code"`
+	RequestID       string      `json:"request-id"`
+	ClientRequestID string      `json:"client-request-id"`
+	InnerError      *innerError `json:"innerError"`
+}
+
+// transientSiteCodes are per-entry codes worth re-sending the site for.
+var transientSiteCodes = map[string]bool{
+	"activitylimitreached": true,
+	"servicenotavailable":  true,
+	"serviceunavailable":   true,
+	"generalexception":     true,
+	"throttledrequest":     true,
+	"toomanyrequests":      true,
+}
+
+// transient reports whether the entry's code, or any nested detailed code,
+// names a passing condition.
+func (g *graphError) transient() bool {
+	if transientSiteCodes[strings.ToLower(g.Code)] {
+		return true
+	}
+	for in := g.InnerError; in != nil; in = in.InnerError {
+		if transientSiteCodes[strings.ToLower(in.Code)] {
+			return true
+		}
+	}
+	return false
+}
+
+type entry struct {
+	ID    string      `json:"id"`
+	Error *graphError `json:"error"`
+}
+
+func (p *response) entries() ([]entry, error) {
+	if len(bytes.TrimSpace(p.body)) == 0 {
+		return nil, nil
+	}
+	var v struct {
+		Value []entry `json:"value"`
+	}
+	if err := json.Unmarshal(p.body, &v); err != nil {
+		return nil, fmt.Errorf("decode %d answer: %w", p.status, err)
+	}
+	return v.Value, nil
+}
+
+// siteError builds the SiteError for a per-entry verdict, which carries no
+// request ids of its own: they come from the response headers.
+func (p *response) siteError(code, msg string) *SiteError {
+	return &SiteError{Code: code, Message: msg, HTTPStatus: p.status, RequestID: p.requestID, ClientRequestID: p.clientRequestID}
+}
+
+// wholeCallError builds the SiteError for a whole-call error body, using
+// fallback when the body names no code.
+func (p *response) wholeCallError(fallback string) *SiteError {
+	e := p.siteError(fallback, http.StatusText(p.status))
+	var v struct {
+		Error *graphError `json:"error"`
+	}
+	if json.Unmarshal(p.body, &v) != nil || v.Error == nil {
+		return e
+	}
+	if v.Error.Code != "" {
+		e.Code = v.Error.Code
+	}
+	if v.Error.Message != "" {
+		e.Message = v.Error.Message
+	}
+	if in := v.Error.InnerError; in != nil {
+		if e.RequestID == "" {
+			e.RequestID = in.RequestID
+		}
+		if in.ClientRequestID != "" {
+			e.ClientRequestID = in.ClientRequestID
+		}
+	}
+	return e
+}
+
+// retryAfter is how long the answer asks the app to pause: the larger of
+// Retry-After and RateLimit-Reset.
+func (p *response) retryAfter(now time.Time) (time.Duration, bool) {
+	ra, okRA := parseRetryAfter(p.header.Get("Retry-After"), now)
+	rl, okRL := parseRetryAfter(p.header.Get("RateLimit-Reset"), now)
+	switch {
+	case okRA && okRL:
+		return max(ra, rl), true
+	case okRA:
+		return ra, true
+	case okRL:
+		return rl, true
+	}
+	return 0, false
+}
+
+// claimsChallenge returns the decoded claims of a 401's Bearer challenge
+// (Continuous Access Evaluation), or "".
+func (p *response) claimsChallenge() string {
+	return parseClaimsChallenge(p.header.Values("WWW-Authenticate"))
+}
+
+// newGUID returns a random (version 4) GUID for client-request-id.
+func newGUID() string {
+	var b [16]byte
+	// crypto/rand.Read never fails on supported platforms (it aborts the
+	// program instead), so its error needs no handling path.
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("graphclient: crypto/rand: " + err.Error())
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

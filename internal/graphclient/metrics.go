@@ -1,0 +1,87 @@
+package graphclient
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the Prometheus collectors of a Client. A nil *Metrics is
+// valid and records nothing.
+type Metrics struct {
+	calls        *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	sitesPerCall *prometheus.HistogramVec
+	retries      *prometheus.CounterVec
+	inflight     prometheus.Gauge
+	throttleWait prometheus.Counter
+}
+
+// NewMetrics creates the collectors and registers them with reg (when reg
+// is not nil). It panics, like prometheus.MustRegister, if they are already
+// registered there.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sitefollow_graph_calls_total",
+			Help: "Graph followedSites HTTP calls, by operation and HTTP status (\"error\" when no status arrived, \"canceled\" when the caller gave up).",
+		}, []string{"operation", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sitefollow_graph_call_duration_seconds",
+			Help:    "Duration of Graph followedSites HTTP calls.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"operation"}),
+		sitesPerCall: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sitefollow_graph_sites_per_call",
+			Help:    "Number of site ids sent in one Graph followedSites call.",
+			Buckets: []float64{1, 2, 5, 10, 15, 20, 30, 50, 100},
+		}, []string{"operation"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sitefollow_graph_retries_total",
+			Help: "Graph followedSites calls repeated in process, by reason.",
+		}, []string{"operation", "reason"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sitefollow_graph_inflight",
+			Help: "Graph followedSites HTTP calls in flight.",
+		}),
+		throttleWait: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sitefollow_graph_throttle_wait_seconds_total",
+			Help: "Time calls spent waiting for the app-wide throttle gate (summed over calls).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.calls, m.duration, m.sitesPerCall, m.retries, m.inflight, m.throttleWait)
+	}
+	return m
+}
+
+func (m *Metrics) callStarted(op Operation, sites int) {
+	if m == nil {
+		return
+	}
+	m.inflight.Inc()
+	m.sitesPerCall.WithLabelValues(string(op)).Observe(float64(sites))
+}
+
+func (m *Metrics) callDone(op Operation, status string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.inflight.Dec()
+	m.calls.WithLabelValues(string(op), status).Inc()
+	m.duration.WithLabelValues(string(op)).Observe(d.Seconds())
+}
+
+func (m *Metrics) retry(op Operation, reason string) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(string(op), reason).Inc()
+}
+
+func (m *Metrics) throttleWaited(d time.Duration) {
+	if m == nil || d <= 0 {
+		return
+	}
+	m.throttleWait.Add(d.Seconds())
+}

@@ -1,0 +1,115 @@
+package graphsim
+
+import (
+	"slices"
+	"time"
+)
+
+// Call is one Graph request as the sim saw and answered it.
+type Call struct {
+	At              time.Time     // when the request arrived
+	UserID          string        // as it appeared in the path (unescaped)
+	Op              string        // "add" or "remove"; empty for an unknown route
+	SiteIDs         []string      // ids in the request body
+	Status          int           // status answered; 0 while in flight or when no answer was sent
+	RetryAfter      time.Duration // when a 429/503 carried Retry-After
+	ClientRequestID string
+	UserAgent       string
+	Early           bool // arrived before a previously announced Retry-After deadline had passed
+}
+
+// beginCall records an arriving Graph request. Early is judged here, against
+// the deadline announced before this arrival.
+func (s *Server) beginCall(at time.Time, clientRequestID, userAgent string) *Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := &Call{
+		At:              at,
+		ClientRequestID: clientRequestID,
+		UserAgent:       userAgent,
+		Early:           at.Before(s.deadline),
+	}
+	if c.Early {
+		s.earlyCalls++
+	}
+	s.calls = append(s.calls, c)
+	return c
+}
+
+// finishCall fills in what the handler learnt and answered.
+func (s *Server) finishCall(c *Call, op, userID string, siteIDs []string, status int, retryAfter time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.Op = op
+	c.UserID = userID
+	c.SiteIDs = siteIDs
+	c.Status = status
+	c.RetryAfter = retryAfter
+}
+
+// announce extends the app-wide Retry-After deadline; it only ever moves
+// later.
+func (s *Server) announce(deadline time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if deadline.After(s.deadline) {
+		s.deadline = deadline
+	}
+}
+
+// Calls returns a copy of the Graph calls, in arrival order.
+func (s *Server) Calls() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Call, len(s.calls))
+	for i, c := range s.calls {
+		out[i] = *c
+		out[i].SiteIDs = slices.Clone(c.SiteIDs)
+	}
+	return out
+}
+
+// CallCount is the number of Graph calls that arrived since the last Reset.
+func (s *Server) CallCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
+}
+
+// EarlyCalls counts calls that arrived before an announced Retry-After
+// deadline had passed; it stays 0 for a client that honours Retry-After.
+// The deadline is announced just before the 429 is flushed, so a call a
+// concurrent client had already sent, but which reaches the handler after
+// that moment, counts too: expect 0 only when the client cannot have had
+// another call in flight.
+func (s *Server) EarlyCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.earlyCalls
+}
+
+// TokenRequests counts POSTs to the token endpoint since the last Reset.
+func (s *Server) TokenRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokenRequests
+}
+
+// TokenScopes lists the scope parameter of each token request since the last
+// Reset, in arrival order.
+func (s *Server) TokenScopes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.tokenScopes)
+}
+
+// Reset forgets recorded calls and counters. Followed state, faults, issued
+// tokens and announced deadlines stay.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = nil
+	s.earlyCalls = 0
+	s.tokenRequests = 0
+	s.tokenScopes = nil
+}

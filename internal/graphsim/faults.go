@@ -1,0 +1,224 @@
+package graphsim
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// faults holds pending injected failures. Counted faults apply to the next
+// n matching Graph calls and then expire. Guarded by Server.mu.
+//
+// A call is judged in this order: route (404/400/405), bearer token (401),
+// body (400), Throttle (429), Unavailable (503/504), RateLimit (429),
+// UnknownUser (404), then each site: OmitSite, FailSite, unknown site. Only
+// calls that get as far as a check consume the fault behind it.
+type faults struct {
+	throttleN     int
+	throttleValue string
+
+	unavailableN      int
+	unavailableStatus int
+
+	failSites    map[string]siteFailure // canonical site id → failure
+	omitSites    map[string]int         // canonical site id → remaining add calls
+	unknownUsers map[string]bool        // lower-case user id
+
+	upperCaseIDs    bool
+	extraErrorEntry bool
+}
+
+type siteFailure struct {
+	code string
+	n    int
+}
+
+func newFaults() faults {
+	return faults{
+		failSites:    make(map[string]siteFailure),
+		omitSites:    make(map[string]int),
+		unknownUsers: make(map[string]bool),
+	}
+}
+
+// SetLatency replaces the latency added to every later Graph call (it does
+// not expire; SetLatency(0) removes it).
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = d
+}
+
+// SetOpLatency adds d to every later call of one operation ("add" or
+// "remove"), on top of SetLatency; 0 removes it. Tests use it to hold one
+// call of a batch in flight while another has already been answered.
+func (s *Server) SetOpLatency(op string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opLatency[op] = d
+}
+
+// Throttle makes the next n Graph calls answer 429 with retryAfter as the
+// Retry-After header verbatim ("1", "0.5" or an HTTP date). Each such answer
+// announces an app-wide deadline used for Early detection. A later Throttle
+// replaces a pending one; n <= 0 cancels.
+func (s *Server) Throttle(n int, retryAfter string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.throttleN = max(n, 0)
+	s.faults.throttleValue = retryAfter
+}
+
+// Unavailable makes the next n Graph calls answer status (503 or 504) with a
+// Graph error body and no Retry-After. Pending Throttle calls come first.
+func (s *Server) Unavailable(n int, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.unavailableN = max(n, 0)
+	s.faults.unavailableStatus = status
+}
+
+// FailSite makes siteID fail with code inside a 207 the next n times it
+// appears in a call (add or remove); other sites in those calls proceed.
+// The site's state is left unchanged by a failed entry.
+func (s *Server) FailSite(siteID, code string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := lookupKey(siteID)
+	if n <= 0 {
+		delete(s.faults.failSites, k)
+		return
+	}
+	s.faults.failSites[k] = siteFailure{code: code, n: n}
+}
+
+// OmitSite makes the next n add calls containing siteID answer 207 without
+// any entry for siteID, and not follow it.
+func (s *Server) OmitSite(siteID string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := lookupKey(siteID)
+	if n <= 0 {
+		delete(s.faults.omitSites, k)
+		return
+	}
+	s.faults.omitSites[k] = n
+}
+
+// UnknownUser makes every later call for userID answer 404. It does not
+// expire; ClearFaults undoes it.
+func (s *Server) UnknownUser(userID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.unknownUsers[strings.ToLower(userID)] = true
+}
+
+// UpperCaseIDs makes answers carry upper-case GUIDs (hostnames unchanged).
+func (s *Server) UpperCaseIDs(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.upperCaseIDs = on
+}
+
+// ExtraErrorEntry makes add 207s also carry an error entry for an id that was
+// not requested, as the documentation's own example does.
+func (s *Server) ExtraErrorEntry(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.extraErrorEntry = on
+}
+
+// RevokeTokens invalidates every token issued so far; later calls carrying
+// them answer 401 InvalidAuthenticationToken. Tokens issued afterwards work.
+func (s *Server) RevokeTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.tokens)
+}
+
+// ClearFaults drops every pending or standing fault (Throttle, Unavailable,
+// FailSite, OmitSite, UnknownUser, UpperCaseIDs, ExtraErrorEntry). Latency,
+// the rate limit and announced Retry-After deadlines stay.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = newFaults()
+}
+
+// lookupKey is the canonical key of an id given to a fault setter; ids that
+// do not parse are matched as lower-case strings.
+func lookupKey(id string) string {
+	if site, err := parseSiteID(id); err == nil {
+		return site.key()
+	}
+	return strings.ToLower(id)
+}
+
+// admitLocked applies the call-wide faults and the rate limit in that order
+// and returns a non-nil reply when the call must be refused.
+func (s *Server) admitLocked(now time.Time) *reply {
+	f := &s.faults
+	if f.throttleN > 0 {
+		f.throttleN--
+		wait, until := parseRetryAfter(f.throttleValue, now)
+		return &reply{
+			err:        throttledError(),
+			retryAfter: f.throttleValue,
+			wait:       wait,
+			until:      until,
+			announce:   true,
+		}
+	}
+	if f.unavailableN > 0 {
+		f.unavailableN--
+		return &reply{err: unavailableError(f.unavailableStatus)}
+	}
+	if s.limiter != nil {
+		r := s.limiter.ReserveN(now, 1)
+		if !r.OK() {
+			return &reply{err: throttledError(), retryAfter: "1", wait: time.Second, announce: true}
+		}
+		if delay := r.DelayFrom(now); delay > 0 {
+			// A refused call must not consume the token it would have waited
+			// for, or a client that honours Retry-After would be refused again.
+			r.CancelAt(now)
+			wait := ceilMillis(delay)
+			return &reply{err: throttledError(), retryAfter: formatSeconds(wait), wait: wait, announce: true}
+		}
+	}
+	return nil
+}
+
+// maxRetryAfter caps parsed waits so absurd values cannot overflow.
+const maxRetryAfter = 24 * time.Hour
+
+// parseRetryAfter reads a Retry-After value: delta seconds (fractional
+// allowed) or an HTTP date. until is non-zero only for a date.
+func parseRetryAfter(v string, now time.Time) (wait time.Duration, until time.Time) {
+	v = strings.TrimSpace(v)
+	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+		if secs <= 0 || math.IsNaN(secs) {
+			return 0, time.Time{}
+		}
+		secs = min(secs, maxRetryAfter.Seconds())
+		return time.Duration(secs * float64(time.Second)), time.Time{}
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), t
+	}
+	return 0, time.Time{}
+}
+
+// ceilMillis rounds d up to whole milliseconds so that the announced wait is
+// never shorter than the bucket's delay.
+func ceilMillis(d time.Duration) time.Duration {
+	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
+}
+
+// formatSeconds renders d as decimal seconds without trailing zeros ("0.25",
+// "2").
+func formatSeconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
+}

@@ -1,0 +1,209 @@
+package graphsim
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+)
+
+// Content types as Graph sends them: OData parameters on success bodies,
+// plain JSON on errors. Clients must compare media types, not strings.
+const (
+	contentTypeOData = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+	contentTypeJSON  = "application/json"
+)
+
+// reply is a decided answer to a Graph call.
+type reply struct {
+	code   int // status for non-error answers
+	body   any // nil: no body
+	err    *graphError
+	header http.Header
+
+	retryAfter string        // Retry-After header value, verbatim
+	wait       time.Duration // retryAfter as a duration
+	until      time.Time     // retryAfter as an absolute time when it was a date
+	announce   bool          // set the app-wide deadline once written
+}
+
+func (r *reply) status() int {
+	if r.err != nil {
+		return r.err.status
+	}
+	return r.code
+}
+
+// graphError is a whole-call error.
+type graphError struct {
+	status    int
+	code      string
+	message   string
+	innerCode string // optional detailed code inside innerError
+}
+
+type valueBody struct {
+	Value []any `json:"value"`
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code       string      `json:"code"`
+	Message    string      `json:"message"`
+	InnerError innerDetail `json:"innerError"`
+}
+
+type innerDetail struct {
+	Code            string `json:"code,omitempty"`
+	Date            string `json:"date"`
+	RequestID       string `json:"request-id"`
+	ClientRequestID string `json:"client-request-id"`
+}
+
+// errorEntry is a failed site inside a 207, shaped like the documentation's
+// example.
+type errorEntry struct {
+	ID    string    `json:"id"`
+	Error siteError `json:"error"`
+}
+
+type siteError struct {
+	ODataType  string         `json:"@odata.type"`
+	Code       string         `json:"code"`
+	Message    string         `json:"message"`
+	InnerError siteInnerError `json:"innerError"`
+}
+
+type siteInnerError struct {
+	Code       string `json:"code"`
+	ErrorType  string `json:"errorType"`
+	Message    string `json:"message"`
+	StackTrace string `json:"stackTrace"`
+	ThrowSite  string `json:"throwSite"`
+}
+
+func newErrorEntry(id, code string) errorEntry {
+	msg := siteErrorMessage(code)
+	errorType := "expected"
+	if transientSiteCode(code) {
+		errorType = "transient"
+	}
+	return errorEntry{ID: id, Error: siteError{
+		ODataType:  "#oneDrive.error",
+		Code:       code,
+		Message:    msg,
+		InnerError: siteInnerError{Code: code, ErrorType: errorType, Message: msg},
+	}}
+}
+
+func transientSiteCode(code string) bool {
+	switch code {
+	case "activityLimitReached", "serviceNotAvailable", "generalException", "throttledRequest":
+		return true
+	}
+	return false
+}
+
+func siteErrorMessage(code string) string {
+	switch code {
+	case "invalidRequest":
+		return "The site Id information that is provided in the request is incorrect"
+	case "accessDenied":
+		return "Access denied. The operation is not supported under this site."
+	case "activityLimitReached", "throttledRequest":
+		return "The request has been throttled"
+	case "serviceNotAvailable":
+		return "The service is not available. Try the request again after a delay."
+	case "generalException":
+		return "An unspecified error has occurred."
+	case "itemNotFound":
+		return "The resource could not be found."
+	}
+	return fmt.Sprintf("The operation failed with %s.", code)
+}
+
+func throttledError() *graphError {
+	return &graphError{
+		status:    http.StatusTooManyRequests,
+		code:      "TooManyRequests",
+		innerCode: "throttledRequest",
+		message:   "Too many requests. Please retry after the time given in Retry-After.",
+	}
+}
+
+func unavailableError(status int) *graphError {
+	switch status {
+	case http.StatusServiceUnavailable:
+		return &graphError{status: status, code: "serviceNotAvailable", message: "The service is temporarily unavailable."}
+	case http.StatusGatewayTimeout:
+		return &graphError{status: status, code: "gatewayTimeout", message: "The gateway timed out waiting for the backend."}
+	}
+	return &graphError{status: status, code: "generalException", message: "An unspecified error has occurred."}
+}
+
+// writeGraph sends rep with the headers every Graph answer carries. An error
+// means the answer did not reach the client.
+func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) error {
+	requestID := newGUID()
+	clientRequestID := r.Header.Get("client-request-id")
+	if clientRequestID == "" {
+		clientRequestID = requestID
+	}
+	h := w.Header()
+	for k, v := range rep.header {
+		h[k] = v
+	}
+	h.Set("request-id", requestID)
+	h.Set("client-request-id", clientRequestID)
+	if rep.retryAfter != "" {
+		h.Set("Retry-After", rep.retryAfter)
+	}
+
+	body, contentType := rep.body, contentTypeOData
+	if rep.err != nil {
+		contentType = contentTypeJSON
+		body = errorBody{Error: errorDetail{
+			Code:    rep.err.code,
+			Message: rep.err.message,
+			InnerError: innerDetail{
+				Code:            rep.err.innerCode,
+				Date:            time.Now().UTC().Format("2006-01-02T15:04:05"),
+				RequestID:       requestID,
+				ClientRequestID: clientRequestID,
+			},
+		}}
+	}
+	if body == nil {
+		w.WriteHeader(rep.status())
+		return nil
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return fmt.Errorf("graphsim encode answer: %w", err)
+	}
+	h.Set("Content-Type", contentType)
+	w.WriteHeader(rep.status())
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("graphsim write answer: %w", err)
+	}
+	return nil
+}
+
+// newGUID returns a random version-4 GUID. Request ids need uniqueness, not
+// secrecy, so math/rand is enough.
+func newGUID() string {
+	var b [16]byte
+	hi, lo := rand.Uint64(), rand.Uint64()
+	for i := range 8 {
+		b[i] = byte(hi >> (8 * i))
+		b[8+i] = byte(lo >> (8 * i))
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return formatGUID(b[:])
+}

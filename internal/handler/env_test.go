@@ -1,0 +1,331 @@
+package handler_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/sitefollow/sitefollow/internal/dlq"
+	"github.com/sitefollow/sitefollow/internal/event"
+	"github.com/sitefollow/sitefollow/internal/graphclient"
+	"github.com/sitefollow/sitefollow/internal/graphsim"
+	"github.com/sitefollow/sitefollow/internal/handler"
+	"github.com/sitefollow/sitefollow/internal/natsembed"
+	"github.com/sitefollow/sitefollow/internal/provision"
+)
+
+const (
+	stream    = "SITEFOLLOW"
+	dlqStream = "SITEFOLLOW_DLQ"
+	dlqPrefix = "sitefollow.dlq"
+)
+
+// site returns a well-formed site id numbered n, known to the simulator when
+// n < knownSites.
+func site(n int) string {
+	return fmt.Sprintf("contoso.sharepoint.com,da60e844-ba1d-49bc-b4d4-%012d,712a596e-90a1-49e3-9b48-bfa80bee8740", n)
+}
+
+const knownSites = 100
+
+// unknownSite is well-formed but unknown to the simulator (207 invalidRequest).
+var unknownSite = site(999)
+
+// env is one test's world: an embedded JetStream server, the Graph
+// simulator, and a running handler wired exactly as in production.
+type env struct {
+	t       *testing.T
+	ns      *server.Server
+	dir     string
+	port    int
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	sim     *graphsim.Server
+	cfg     handler.Config
+	spec    provision.Spec
+	prefix  string
+	cancel  context.CancelFunc
+	done    chan error
+	logSink io.Writer
+}
+
+type option func(*env)
+
+func withConfig(f func(*handler.Config)) option { return func(e *env) { f(&e.cfg) } }
+func withDLQPrefix(p string) option             { return func(e *env) { e.prefix = p } }
+
+func newEnv(t *testing.T, opts ...option) *env {
+	t.Helper()
+	e := &env{
+		t:   t,
+		dir: t.TempDir(),
+		cfg: handler.Config{
+			BatchMaxSites:   20,
+			BatchLinger:     200 * time.Millisecond,
+			EventMaxSites:   100,
+			MaxConcurrency:  4,
+			MaxDeliver:      5,
+			MaxAckPending:   1000,
+			AckWait:         30 * time.Second,
+			NakBaseDelay:    100 * time.Millisecond,
+			NakMaxDelay:     time.Second,
+			ShutdownTimeout: 10 * time.Second,
+		},
+		prefix:  dlqPrefix,
+		logSink: io.Discard,
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	e.spec = provision.Spec{
+		Stream: stream, Subjects: []string{"sitefollow.requests.>"}, Consumer: "sitefollow",
+		AckWait: e.cfg.AckWait, MaxDeliver: e.cfg.MaxDeliver, MaxAckPending: e.cfg.MaxAckPending,
+		DLQStream: dlqStream, DLQSubjects: []string{dlqPrefix + ".>"}, DLQDuplicates: time.Hour,
+	}
+	e.startNATS()
+	var sites []string
+	for i := range knownSites {
+		sites = append(sites, site(i))
+	}
+	sim, err := graphsim.New(graphsim.Options{Sites: sites})
+	if err != nil {
+		t.Fatalf("graphsim: %v", err)
+	}
+	t.Cleanup(sim.Close)
+	e.sim = sim
+	if _, err := provision.Apply(context.Background(), e.js, e.spec); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	e.start()
+	return e
+}
+
+func (e *env) startNATS() {
+	e.t.Helper()
+	port := e.port
+	if port == 0 {
+		port = freePort(e.t)
+	}
+	ns, err := natsembed.Start(natsembed.Options{StoreDir: e.dir, Port: port})
+	if err != nil {
+		e.t.Fatalf("nats: %v", err)
+	}
+	e.ns, e.port = ns, port
+	if e.nc == nil {
+		// Registered once, before any handler's cleanup, so handlers stop
+		// while the current server still runs.
+		e.t.Cleanup(func() { e.ns.Shutdown() })
+		nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		if err != nil {
+			e.t.Fatalf("connect: %v", err)
+		}
+		e.t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			e.t.Fatalf("jetstream: %v", err)
+		}
+		e.nc, e.js = nc, js
+	}
+}
+
+// restartNATS stops the server and starts a new one on the same port and
+// store, as after a crash or an upgrade.
+func (e *env) restartNATS() {
+	e.t.Helper()
+	e.ns.Shutdown()
+	e.ns.WaitForShutdown()
+	e.startNATS()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// start runs a handler with its own NATS connection, like a replica.
+func (e *env) start() {
+	e.t.Helper()
+	nc, err := nats.Connect(e.ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		e.t.Fatalf("connect: %v", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		e.t.Fatalf("jetstream: %v", err)
+	}
+	cred, err := graphclient.NewCredential(graphclient.CredentialConfig{
+		TenantID: e.sim.TenantID(), ClientID: e.sim.ClientID(), ClientSecret: e.sim.ClientSecret(),
+		AuthorityHost: e.sim.AuthorityURL(), HTTPClient: e.sim.HTTPClient(),
+	})
+	if err != nil {
+		e.t.Fatalf("credential: %v", err)
+	}
+	log := zerolog.New(e.logSink)
+	gc, err := graphclient.New(graphclient.Config{
+		BaseURL: e.sim.GraphURL(), UserAgent: "NONISV|Test|sitefollow/test", Credential: cred,
+		MaxAttempts: 4, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond,
+		MaxRetryAfter: 5 * time.Second, RequestTimeout: 20 * time.Second, Logger: log,
+	})
+	if err != nil {
+		e.t.Fatalf("graph client: %v", err)
+	}
+	h := handler.New(e.cfg, gc, dlq.NewPublisher(js, e.prefix), log, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.done = make(chan error, 1)
+	go func() {
+		err := h.Run(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+			return provision.Apply(ctx, js, e.spec)
+		})
+		if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
+			err = errors.Join(err, derr)
+		}
+		e.done <- err
+	}()
+	e.t.Cleanup(func() { e.stop() })
+}
+
+// stop cancels the handler (as SIGTERM does) and waits for it.
+func (e *env) stop() {
+	e.t.Helper()
+	if e.cancel == nil {
+		return
+	}
+	e.cancel()
+	e.cancel = nil
+	select {
+	case err := <-e.done:
+		if err != nil {
+			e.t.Errorf("handler run: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		e.t.Errorf("handler did not stop")
+	}
+}
+
+func (e *env) publish(subject string, body string) {
+	e.t.Helper()
+	if _, err := e.js.Publish(context.Background(), subject, []byte(body)); err != nil {
+		e.t.Fatalf("publish: %v", err)
+	}
+}
+
+func request(user string, action event.Action, sites ...string) string {
+	b, err := json.Marshal(event.Request{UserID: user, Action: action, SiteIDs: sites})
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+func (e *env) send(user string, action event.Action, sites ...string) {
+	e.t.Helper()
+	e.publish("sitefollow.requests.app", request(user, action, sites...))
+}
+
+// eventually polls cond with a generous deadline.
+func (e *env) eventually(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *env) streamMsgs(name string) uint64 {
+	e.t.Helper()
+	s, err := e.js.Stream(context.Background(), name)
+	if err != nil {
+		return ^uint64(0)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		return ^uint64(0)
+	}
+	return info.State.Msgs
+}
+
+// settled waits until every request was acknowledged (WorkQueue retention
+// deletes acknowledged requests).
+func (e *env) settled() {
+	e.t.Helper()
+	e.eventually("every request to be acknowledged", func() bool { return e.streamMsgs(stream) == 0 })
+}
+
+// deadLetters returns every stored dead letter with its subject.
+func (e *env) deadLetters() []deadLetter {
+	e.t.Helper()
+	n := e.streamMsgs(dlqStream)
+	if n == 0 {
+		return nil
+	}
+	ctx := context.Background()
+	c, err := e.js.OrderedConsumer(ctx, dlqStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		e.t.Fatalf("dlq consumer: %v", err)
+	}
+	var out []deadLetter
+	for uint64(len(out)) < n {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			e.t.Fatalf("read dead letter: %v", err)
+		}
+		d, err := event.DecodeDeadLetter(m.Data())
+		if err != nil {
+			e.t.Fatalf("decode dead letter: %v", err)
+		}
+		out = append(out, deadLetter{DeadLetter: d, subject: m.Subject(), msgID: m.Headers().Get(jetstream.MsgIDHeader)})
+	}
+	return out
+}
+
+type deadLetter struct {
+	event.DeadLetter
+	subject string
+	msgID   string
+}
+
+func (e *env) followed(user string) []string {
+	got := e.sim.Followed(user)
+	slices.Sort(got)
+	return got
+}
+
+func sorted(ids ...string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = event.SiteKey(id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sitesUpTo(n int) []string {
+	out := make([]string, n)
+	for i := range n {
+		out[i] = site(i)
+	}
+	return out
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,259 @@
+// Package handler turns JetStream request messages into batched Graph calls
+// and owns the fate of every message: ack, NAK with delay, or dead-letter
+// then ack.
+//
+// Data flow: the Consume callback decodes a message and hands it to the
+// loop goroutine, never blocking on I/O. The loop owns the batch.Aggregator
+// and all acknowledgements; it starts at most MaxConcurrency workers, each
+// running one user's batch against Graph and publishing that batch's dead
+// letters, and gets the batch back on a channel. Because one goroutine owns
+// the state, there are no locks on the hot path.
+package handler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/sitefollow/sitefollow/internal/batch"
+	"github.com/sitefollow/sitefollow/internal/event"
+	"github.com/sitefollow/sitefollow/internal/graphclient"
+)
+
+// Graph applies one call's worth of sites for a user.
+type Graph interface {
+	Apply(ctx context.Context, userID string, op graphclient.Operation, siteIDs []string) []graphclient.SiteResult
+}
+
+// DeadLetters stores a dead letter and returns once it is durable.
+type DeadLetters interface {
+	Publish(ctx context.Context, d event.DeadLetter) error
+}
+
+// OpenConsumer returns the consumer to read from; Run calls it again when
+// the consumer disappears (deleted, or a server lost its state).
+type OpenConsumer func(ctx context.Context) (jetstream.Consumer, error)
+
+// Config tunes a Handler. See internal/config for the meaning and defaults.
+type Config struct {
+	BatchMaxSites   int
+	BatchLinger     time.Duration
+	EventMaxSites   int
+	MaxConcurrency  int
+	MaxDeliver      int
+	MaxAckPending   int
+	AckWait         time.Duration
+	NakBaseDelay    time.Duration
+	NakMaxDelay     time.Duration
+	ShutdownTimeout time.Duration
+	// PullMaxMessages is how many messages the client buffers per pull.
+	PullMaxMessages int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Handler consumes request messages. Create it with New.
+type Handler struct {
+	cfg     Config
+	graph   Graph
+	dlq     DeadLetters
+	log     zerolog.Logger
+	metrics *Metrics
+	decoder event.Decoder
+}
+
+// New returns a Handler. metrics may be nil.
+func New(cfg Config, graph Graph, dlq DeadLetters, log zerolog.Logger, metrics *Metrics) *Handler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PullMaxMessages <= 0 {
+		cfg.PullMaxMessages = min(max(cfg.MaxAckPending/4, 100), 2000)
+	}
+	return &Handler{cfg: cfg, graph: graph, dlq: dlq, log: log, metrics: metrics,
+		decoder: event.Decoder{MaxSites: cfg.EventMaxSites}}
+}
+
+// tracked is one delivered message while the handler holds it.
+type tracked struct {
+	msg      jetstream.Msg
+	meta     *jetstream.MsgMetadata
+	req      event.Request
+	err      error // decode failure: dead-letter as invalidEvent
+	progress time.Time
+	// notBefore is the longest Retry-After Graph gave for one of the
+	// message's sites; a NAK never asks for redelivery sooner.
+	notBefore time.Duration
+}
+
+type item = batch.Item[*tracked]
+
+// result is a worker's report to the loop: a batch with Retry set on
+// unsettled items, or an invalid event and whether its dead letter is stored.
+type result struct {
+	batch   *batch.Batch[*tracked]
+	invalid *tracked
+	dlqErr  error
+}
+
+// Run consumes until ctx is cancelled, then stops pulling, flushes what it
+// holds, waits up to ShutdownTimeout for Graph calls in flight, acks what
+// succeeded and NAKs the rest for redelivery. It returns nil on a clean stop.
+func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
+	// Buffered beyond anything the server can have outstanding, so the
+	// Consume callback never waits on the loop.
+	inbox := make(chan *tracked, h.cfg.MaxAckPending+h.cfg.PullMaxMessages)
+	l := &loop{
+		h:       h,
+		agg:     batch.New[*tracked](h.cfg.BatchMaxSites, h.cfg.BatchLinger),
+		held:    make(map[*tracked]struct{}),
+		results: make(chan result, 2*h.cfg.MaxConcurrency),
+		inbox:   inbox,
+	}
+	// Workers outlive ctx during shutdown so in-flight calls can finish;
+	// workCtx bounds them.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	sub, err := h.subscribe(ctx, open, inbox)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started: nothing held, nothing lost
+		}
+		return err
+	}
+	runErr := l.run(ctx, workCtx, sub)
+	sub.stop()
+	l.shutdown(workCtx, cancelWork)
+	return runErr
+}
+
+// settle acks or NAKs a done message.
+func (h *Handler) settle(t *tracked, retry bool) {
+	if !retry {
+		if err := t.msg.Ack(); err != nil {
+			h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("ack failed; the message will be redelivered")
+		}
+		h.metrics.settled("ack")
+		return
+	}
+	delay := max(h.nakDelay(t.meta.NumDelivered), t.notBefore)
+	if err := t.msg.NakWithDelay(delay); err != nil {
+		h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("nak failed; the message will be redelivered after AckWait")
+	}
+	h.metrics.settled("nak")
+}
+
+// nakDelay grows with the delivery count so a struggling Graph sees less
+// traffic, using the same exponential policy as in-process retries.
+func (h *Handler) nakDelay(delivered uint64) time.Duration {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = h.cfg.NakBaseDelay
+	b.MaxInterval = h.cfg.NakMaxDelay
+	b.Multiplier = 2
+	b.RandomizationFactor = 0.2
+	b.MaxElapsedTime = 0
+	b.Reset()
+	d := b.NextBackOff()
+	for i := uint64(1); i < delivered; i++ {
+		d = b.NextBackOff()
+	}
+	return d
+}
+
+// lastDelivery reports whether the server will not deliver t again.
+func (h *Handler) lastDelivery(t *tracked) bool {
+	return h.cfg.MaxDeliver > 0 && t.meta.NumDelivered >= uint64(h.cfg.MaxDeliver)
+}
+
+// process runs one user's batch against Graph and dead-letters what Graph
+// rejected. It marks Retry on items that must come back.
+func (h *Handler) process(ctx context.Context, b *batch.Batch[*tracked]) {
+	for _, call := range b.Calls(h.cfg.BatchMaxSites) {
+		op := graphclient.Add
+		if call[0].Action == event.Unfollow {
+			op = graphclient.Remove
+		}
+		sites := make([]string, len(call))
+		for i, it := range call {
+			sites[i] = it.Site
+		}
+		results := h.graph.Apply(ctx, b.UserID, op, sites)
+		for i, it := range call {
+			h.resolve(ctx, b.UserID, it, results[i])
+		}
+	}
+}
+
+func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphclient.SiteResult) {
+	t := it.Ticket.Msg
+	h.metrics.site(it.Action, r.Outcome, it.Superseded())
+	switch {
+	case r.Outcome == graphclient.Applied:
+		return
+	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(t) || ctx.Err() != nil):
+		// A call cut short by shutdown says nothing about the site: leave
+		// it to redelivery even on the last delivery.
+		it.Retry = true
+		if r.Err != nil {
+			t.notBefore = max(t.notBefore, r.Err.RetryAfter)
+		}
+		return
+	}
+	f := event.Failure{Code: event.CodeRetriesExhausted, Message: "no answer from Graph"}
+	if r.Err != nil {
+		f = event.Failure{Code: r.Err.Code, Message: r.Err.Message, HTTPStatus: r.Err.HTTPStatus,
+			RequestID: r.Err.RequestID, ClientRequestID: r.Err.ClientRequestID}
+	}
+	if r.Outcome == graphclient.Unresolved {
+		f.Message = fmt.Sprintf("gave up after %d deliveries: %s: %s", t.meta.NumDelivered, f.Code, f.Message)
+		f.Code = event.CodeRetriesExhausted
+	}
+	d := h.deadLetter(t, f)
+	d.UserID, d.Action, d.SiteID = userID, it.Action, it.Site
+	if err := h.dlq.Publish(ctx, d); err != nil {
+		h.log.Error().Err(err).Str("user", userID).Str("site", it.Site).Str("code", f.Code).
+			Msg("dead-letter publish failed; the request will be redelivered")
+		it.Retry = true
+		return
+	}
+	h.metrics.deadLettered(f.Code)
+	h.log.Info().Str("user", userID).Str("action", string(it.Action)).Str("site", it.Site).
+		Str("code", f.Code).Int("httpStatus", f.HTTPStatus).Msg("site dead-lettered")
+}
+
+func (h *Handler) deadLetter(t *tracked, f event.Failure) event.DeadLetter {
+	d := event.DeadLetter{
+		Error:    f,
+		Attempts: int(t.meta.NumDelivered),
+		DeadAt:   h.cfg.Now().UTC(),
+		Origin:   event.Origin{Stream: t.meta.Stream, Sequence: t.meta.Sequence.Stream, Subject: t.msg.Subject()},
+	}
+	d.SetPayload(t.msg.Data())
+	return d
+}
+
+// deadLetterInvalid stores the dead letter for an event that failed
+// validation. Graph is never called for it.
+func (h *Handler) deadLetterInvalid(ctx context.Context, t *tracked) error {
+	d := h.deadLetter(t, event.Failure{Code: event.CodeInvalidEvent, Message: t.err.Error()})
+	d.UserID, d.Action = t.req.UserID, t.req.Action
+	if err := h.dlq.Publish(ctx, d); err != nil {
+		return fmt.Errorf("dead-letter invalid event %d: %w", t.meta.Sequence.Stream, err)
+	}
+	h.metrics.deadLettered(event.CodeInvalidEvent)
+	h.log.Warn().Uint64("seq", t.meta.Sequence.Stream).Str("subject", t.msg.Subject()).
+		Str("reason", t.err.Error()).Msg("invalid event dead-lettered")
+	return nil
+}
+
+// errConsumerGone classifies consume errors after which the subscription
+// must be rebuilt rather than left to the client's own recovery.
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
+}

@@ -1,0 +1,251 @@
+package handler
+
+import (
+	"context"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sitefollow/sitefollow/internal/batch"
+)
+
+// subscription is the live Consume of one consumer. Only the loop goroutine
+// touches it.
+type subscription struct {
+	h     *Handler
+	open  OpenConsumer
+	inbox chan<- *tracked
+	errs  chan error
+	cc    jetstream.ConsumeContext
+}
+
+func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox chan<- *tracked) (*subscription, error) {
+	s := &subscription{h: h, open: open, inbox: inbox, errs: make(chan error, 16)}
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *subscription) start(ctx context.Context) error {
+	cons, err := s.open(ctx)
+	if err != nil {
+		return err
+	}
+	cc, err := cons.Consume(s.receive,
+		jetstream.PullMaxMessages(s.h.cfg.PullMaxMessages),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			select {
+			case s.errs <- err:
+			default: // the loop logs errors; dropping a repeat loses no message
+			}
+		}))
+	if err != nil {
+		return err
+	}
+	s.cc = cc
+	return nil
+}
+
+// receive is the Consume callback: decode, then hand over. It never does I/O.
+func (s *subscription) receive(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream delivery; nothing to ack, nothing lost.
+		s.h.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata ignored")
+		return
+	}
+	t := &tracked{msg: msg, meta: meta, progress: s.h.cfg.Now()}
+	t.req, t.err = s.h.decoder.Decode(msg.Data())
+	s.inbox <- t
+}
+
+// restart rebuilds the subscription after the client gave up on it, retrying
+// until it works or ctx ends.
+func (s *subscription) restart(ctx context.Context) {
+	s.cc.Stop()
+	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(10*time.Second)), ctx)
+	err := backoff.RetryNotify(func() error { return s.start(ctx) }, b, func(err error, d time.Duration) {
+		s.h.log.Warn().Err(err).Dur("retryIn", d).Msg("consumer unavailable; retrying")
+	})
+	if err != nil {
+		s.h.log.Warn().Err(err).Msg("gave up restarting the consumer: shutting down")
+		return
+	}
+	s.h.log.Info().Msg("consumer subscription restored")
+}
+
+// stop stops pulling; messages already buffered by the client are still
+// delivered to the inbox so they are flushed rather than left to AckWait.
+func (s *subscription) stop() {
+	s.cc.Drain()
+	select {
+	case <-s.cc.Closed():
+	case <-time.After(5 * time.Second):
+		s.cc.Stop()
+	}
+}
+
+// loop is the single goroutine owning aggregation and acknowledgement.
+type loop struct {
+	h       *Handler
+	agg     *batch.Aggregator[*tracked]
+	held    map[*tracked]struct{}
+	results chan result
+	inbox   chan *tracked
+	workers int
+	invalid []*tracked
+}
+
+func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
+	h := l.h
+	progress := time.NewTicker(h.cfg.AckWait / 3)
+	defer progress.Stop()
+	linger := time.NewTimer(time.Hour)
+	defer linger.Stop()
+	for {
+		l.dispatch(workCtx, false)
+		l.armTimer(linger)
+		select {
+		case <-ctx.Done():
+			return nil
+		case t := <-l.inbox:
+			l.accept(t)
+		case r := <-l.results:
+			l.finish(r)
+		case <-linger.C:
+		case <-progress.C:
+			l.keepAlive()
+		case err := <-sub.errs:
+			if consumerGone(err) {
+				h.log.Warn().Err(err).Msg("consumer lost")
+			} else {
+				h.log.Warn().Err(err).Msg("consume error; the client recovers on its own")
+			}
+		case <-sub.cc.Closed():
+			// The client stopped consuming by itself (consumer deleted,
+			// connection closed, bad request).
+			if ctx.Err() == nil {
+				sub.restart(ctx)
+			}
+		}
+	}
+}
+
+func (l *loop) armTimer(t *time.Timer) {
+	d := time.Hour
+	if at, ok := l.agg.Deadline(); ok {
+		d = max(at.Sub(l.h.cfg.Now()), 0)
+	}
+	t.Reset(d)
+}
+
+func (l *loop) accept(t *tracked) {
+	l.held[t] = struct{}{}
+	h := l.h
+	if t.err != nil {
+		h.metrics.event("invalid")
+		l.invalid = append(l.invalid, t)
+		return
+	}
+	h.metrics.event("valid")
+	l.agg.Add(t.req.UserID, t.req.Action, t.req.SiteIDs, t.meta.Sequence.Stream, t, h.cfg.Now())
+}
+
+// dispatch starts workers for due batches and invalid events while fewer
+// than MaxConcurrency run. force flushes everything pending (shutdown).
+func (l *loop) dispatch(workCtx context.Context, force bool) {
+	h := l.h
+	if force {
+		l.agg.FlushAll()
+	}
+	for l.workers < h.cfg.MaxConcurrency && len(l.invalid) > 0 {
+		t := l.invalid[0]
+		l.invalid = l.invalid[1:]
+		l.workers++
+		go func() {
+			l.results <- result{invalid: t, dlqErr: h.deadLetterInvalid(workCtx, t)}
+		}()
+	}
+	for l.workers < h.cfg.MaxConcurrency {
+		b, ok := l.agg.Next(h.cfg.Now())
+		if !ok {
+			break
+		}
+		l.workers++
+		go func() {
+			h.process(workCtx, b)
+			l.results <- result{batch: b}
+		}()
+	}
+	sites, users := l.agg.Stats()
+	h.metrics.gauges(sites, users, len(l.held))
+}
+
+func (l *loop) finish(r result) {
+	h := l.h
+	l.workers--
+	if r.invalid != nil {
+		delete(l.held, r.invalid)
+		if r.dlqErr != nil {
+			h.log.Error().Err(r.dlqErr).Msg("invalid event kept for redelivery")
+		}
+		h.settle(r.invalid, r.dlqErr != nil)
+		return
+	}
+	for _, d := range l.agg.Complete(r.batch, h.cfg.Now()) {
+		delete(l.held, d.Msg)
+		h.settle(d.Msg, d.Retry)
+	}
+}
+
+// keepAlive tells the server that messages held longer than a third of
+// AckWait (waiting to batch, on a throttled Graph, on retries) are still
+// being worked on, so a slow Graph never causes a redelivery storm.
+func (l *loop) keepAlive() {
+	now := l.h.cfg.Now()
+	for t := range l.held {
+		if now.Sub(t.progress) < l.h.cfg.AckWait/3 {
+			continue
+		}
+		t.progress = now
+		if err := t.msg.InProgress(); err != nil {
+			l.h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("in-progress signal failed")
+		}
+	}
+}
+
+// shutdown flushes what is held, waits up to ShutdownTimeout for workers,
+// then cancels them; whatever did not finish is NAKed for redelivery.
+func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) {
+	h := l.h
+	for drained := false; !drained; {
+		select {
+		case t := <-l.inbox:
+			l.accept(t)
+		default:
+			drained = true
+		}
+	}
+	deadline := time.NewTimer(h.cfg.ShutdownTimeout)
+	defer deadline.Stop()
+	h.log.Info().Int("held", len(l.held)).Msg("shutting down: flushing pending batches")
+	for {
+		l.dispatch(workCtx, true)
+		if l.workers == 0 {
+			break
+		}
+		select {
+		case r := <-l.results:
+			l.finish(r)
+		case <-deadline.C:
+			h.log.Warn().Int("workers", l.workers).Msg("shutdown timeout: cancelling Graph calls in flight")
+			cancelWork()
+		}
+	}
+	for t := range l.held {
+		h.settle(t, true)
+		delete(l.held, t)
+	}
+}
