@@ -111,6 +111,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	h := handler.New(handler.Config{
 		BatchMaxSites:   cfg.BatchMaxSites,
 		BatchLinger:     cfg.BatchLinger,
+		BatchQuiet:      cfg.BatchQuiet,
 		EventMaxSites:   cfg.EventMaxSites,
 		MaxConcurrency:  cfg.MaxConcurrency,
 		MaxDeliver:      cfg.MaxDeliver,

@@ -47,6 +47,7 @@ type Config struct {
 
 	BatchMaxSites   int
 	BatchLinger     time.Duration
+	BatchQuiet      time.Duration
 	EventMaxSites   int
 	AckWait         time.Duration
 	MaxDeliver      int

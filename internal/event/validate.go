@@ -9,7 +9,8 @@ import (
 )
 
 // The limits below are mirrored by schemas/follow-request.v1.schema.json;
-// TestExamples and FuzzDecode keep the two in step.
+// TestRequestExamples, TestFieldRulesMatchSchema and FuzzDecode keep the
+// two in step.
 const (
 	maxUserIDLen   = 256
 	maxHostnameLen = 253

@@ -31,7 +31,7 @@ func siteIDs(from, to int) []string {
 }
 
 // newSim starts a graphsim knowing sites 1..20.
-func newSim(t *testing.T) *graphsim.Server {
+func newSim(t testing.TB) *graphsim.Server {
 	t.Helper()
 	sim, err := graphsim.New(graphsim.Options{Sites: siteIDs(1, 20)})
 	if err != nil {
@@ -43,7 +43,7 @@ func newSim(t *testing.T) *graphsim.Server {
 
 // simCredential is a real azidentity credential fetching tokens from the
 // sim's TLS authority.
-func simCredential(t *testing.T, sim *graphsim.Server) azcore.TokenCredential {
+func simCredential(t testing.TB, sim *graphsim.Server) azcore.TokenCredential {
 	t.Helper()
 	cred, err := NewCredential(CredentialConfig{
 		TenantID:      sim.TenantID(),

@@ -20,7 +20,7 @@ const (
 )
 
 // newSim starts a Server closed at the end of the test.
-func newSim(t *testing.T, opts Options) *Server {
+func newSim(t testing.TB, opts Options) *Server {
 	t.Helper()
 	s, err := New(opts)
 	if err != nil {
@@ -36,7 +36,7 @@ func newSim(t *testing.T, opts Options) *Server {
 }
 
 // fetchToken runs the client credentials grant with a plain form POST.
-func fetchToken(t *testing.T, s *Server) string {
+func fetchToken(t testing.TB, s *Server) string {
 	t.Helper()
 	form := url.Values{
 		"grant_type":    {"client_credentials"},
@@ -118,7 +118,7 @@ func (c call) do(t *testing.T, s *Server) result {
 	return result{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
-func idsBody(t *testing.T, ids ...string) string {
+func idsBody(t testing.TB, ids ...string) string {
 	t.Helper()
 	type entry struct {
 		ID string `json:"id"`
@@ -136,7 +136,7 @@ func idsBody(t *testing.T, ids ...string) string {
 	return string(b)
 }
 
-func closeBody(t *testing.T, resp *http.Response) {
+func closeBody(t testing.TB, resp *http.Response) {
 	t.Helper()
 	if err := resp.Body.Close(); err != nil {
 		t.Errorf("close body: %v", err)

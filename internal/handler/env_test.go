@@ -59,6 +59,7 @@ type env struct {
 	cancel  context.CancelFunc
 	done    chan error
 	logSink io.Writer
+	graph   handler.Graph
 }
 
 type option func(*env)
@@ -186,7 +187,11 @@ func (e *env) start() {
 	if err != nil {
 		e.t.Fatalf("graph client: %v", err)
 	}
-	h := handler.New(e.cfg, gc, dlq.NewPublisher(js, e.prefix), log, nil)
+	var g handler.Graph = gc
+	if e.graph != nil {
+		g = e.graph
+	}
+	h := handler.New(e.cfg, g, dlq.NewPublisher(js, e.prefix), log, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.done = make(chan error, 1)

@@ -41,8 +41,11 @@ type OpenConsumer func(ctx context.Context) (jetstream.Consumer, error)
 
 // Config tunes a Handler. See internal/config for the meaning and defaults.
 type Config struct {
-	BatchMaxSites   int
-	BatchLinger     time.Duration
+	BatchMaxSites int
+	BatchLinger   time.Duration
+	// BatchQuiet sends pending batches early once the stream has nothing
+	// undelivered and no request arrived for this long; 0 disables it.
+	BatchQuiet      time.Duration
 	EventMaxSites   int
 	MaxConcurrency  int
 	MaxDeliver      int
@@ -242,7 +245,7 @@ func (h *Handler) deadLetter(t *tracked, f event.Failure) event.DeadLetter {
 // validation. Graph is never called for it.
 func (h *Handler) deadLetterInvalid(ctx context.Context, t *tracked) error {
 	d := h.deadLetter(t, event.Failure{Code: event.CodeInvalidEvent, Message: t.err.Error()})
-	d.UserID, d.Action = t.req.UserID, t.req.Action
+	d.UserID, d.Action = event.Peek(t.msg.Data())
 	if err := h.dlq.Publish(ctx, d); err != nil {
 		return fmt.Errorf("dead-letter invalid event %d: %w", t.meta.Sequence.Stream, err)
 	}

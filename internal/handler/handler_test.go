@@ -352,3 +352,15 @@ func TestConcurrencyLimitAcrossUsers(t *testing.T) {
 		}
 	}
 }
+
+func TestQuietStreamFlushesBeforeLinger(t *testing.T) {
+	// An hour of linger: only the quiet rule can send this batch.
+	e := newEnv(t, withConfig(func(c *handler.Config) { c.BatchLinger = time.Hour; c.BatchQuiet = 300 * time.Millisecond }))
+	e.send("ann@contoso.com", event.Follow, site(1))
+	e.send("ann@contoso.com", event.Follow, site(2))
+	e.settled()
+	calls := e.sim.Calls()
+	if len(calls) != 1 || len(calls[0].SiteIDs) != 2 {
+		t.Errorf("calls: got %+v, want one call with both sites", calls)
+	}
+}

@@ -96,27 +96,48 @@ type loop struct {
 	inbox   chan *tracked
 	workers int
 	invalid []*tracked
+
+	// backlog is the stream's undelivered count as of the latest message;
+	// lastArrival is when that message arrived. Together they tell when the
+	// stream is drained and quiet, so waiting out the linger gains nothing.
+	backlog     uint64
+	lastArrival time.Time
+	quiet       bool
 }
 
 func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 	h := l.h
 	progress := time.NewTicker(h.cfg.AckWait / 3)
 	defer progress.Stop()
+	gauges := time.NewTicker(time.Second)
+	defer gauges.Stop()
 	linger := time.NewTimer(time.Hour)
 	defer linger.Stop()
+	quiet := time.NewTimer(time.Hour)
+	defer quiet.Stop()
+	var armed time.Time
 	for {
 		l.dispatch(workCtx, false)
-		l.armTimer(linger)
+		armed = l.armTimer(linger, armed)
 		select {
 		case <-ctx.Done():
 			return nil
 		case t := <-l.inbox:
-			l.accept(t)
+			l.acceptBurst(t)
+			if h.cfg.BatchQuiet > 0 && l.backlog == 0 {
+				quiet.Reset(h.cfg.BatchQuiet)
+			}
+		case <-quiet.C:
+			l.quiet = l.backlog == 0 && h.cfg.Now().Sub(l.lastArrival) >= h.cfg.BatchQuiet
 		case r := <-l.results:
 			l.finish(r)
 		case <-linger.C:
+			armed = time.Time{}
 		case <-progress.C:
 			l.keepAlive()
+		case <-gauges.C:
+			sites, users := l.agg.Stats()
+			h.metrics.gauges(sites, users, len(l.held))
 		case err := <-sub.errs:
 			if consumerGone(err) {
 				h.log.Warn().Err(err).Msg("consumer lost")
@@ -133,16 +154,38 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 	}
 }
 
-func (l *loop) armTimer(t *time.Timer) {
-	d := time.Hour
-	if at, ok := l.agg.Deadline(); ok {
-		d = max(at.Sub(l.h.cfg.Now()), 0)
+// armTimer points the linger timer at the aggregator's next deadline. It
+// resets the timer only when that deadline moved, since most loop turns
+// (a message in, a batch back) leave it where it was.
+func (l *loop) armTimer(t *time.Timer, armed time.Time) time.Time {
+	at, ok := l.agg.Deadline()
+	if !ok || at.Equal(armed) {
+		return armed
 	}
-	t.Reset(d)
+	t.Reset(max(at.Sub(l.h.cfg.Now()), 0))
+	return at
 }
 
-func (l *loop) accept(t *tracked) {
+// acceptBurst takes t and whatever else is already waiting, up to a bound,
+// so a busy inbox costs one dispatch and one timer check per burst rather
+// than per message.
+func (l *loop) acceptBurst(t *tracked) {
+	now := l.h.cfg.Now()
+	l.lastArrival, l.quiet = now, false
+	l.accept(t, now)
+	for range 255 {
+		select {
+		case t := <-l.inbox:
+			l.accept(t, now)
+		default:
+			return
+		}
+	}
+}
+
+func (l *loop) accept(t *tracked, now time.Time) {
 	l.held[t] = struct{}{}
+	l.backlog = t.meta.NumPending
 	h := l.h
 	if t.err != nil {
 		h.metrics.event("invalid")
@@ -150,14 +193,14 @@ func (l *loop) accept(t *tracked) {
 		return
 	}
 	h.metrics.event("valid")
-	l.agg.Add(t.req.UserID, t.req.Action, t.req.SiteIDs, t.meta.Sequence.Stream, t, h.cfg.Now())
+	l.agg.Add(t.req.UserID, t.req.Action, t.req.SiteIDs, t.meta.Sequence.Stream, t, now)
 }
 
 // dispatch starts workers for due batches and invalid events while fewer
 // than MaxConcurrency run. force flushes everything pending (shutdown).
 func (l *loop) dispatch(workCtx context.Context, force bool) {
 	h := l.h
-	if force {
+	if force || l.quiet {
 		l.agg.FlushAll()
 	}
 	for l.workers < h.cfg.MaxConcurrency && len(l.invalid) > 0 {
@@ -179,8 +222,6 @@ func (l *loop) dispatch(workCtx context.Context, force bool) {
 			l.results <- result{batch: b}
 		}()
 	}
-	sites, users := l.agg.Stats()
-	h.metrics.gauges(sites, users, len(l.held))
 }
 
 func (l *loop) finish(r result) {
@@ -223,7 +264,7 @@ func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) 
 	for drained := false; !drained; {
 		select {
 		case t := <-l.inbox:
-			l.accept(t)
+			l.accept(t, h.cfg.Now())
 		default:
 			drained = true
 		}
