@@ -16,6 +16,7 @@ package batch
 
 import (
 	"cmp"
+	"container/heap"
 	"slices"
 	"time"
 
@@ -81,6 +82,7 @@ func (b *Batch[M]) Calls(max int) [][]*Item[M] {
 }
 
 type entry[M any] struct {
+	at         time.Time
 	site       string
 	action     event.Action
 	seq        uint64
@@ -101,15 +103,29 @@ type deadline struct {
 	since time.Time
 }
 
+// deadlines is a min-heap by since. Mostly sites arrive in time order, but a
+// batch that leaves sites behind (more than fit one call) puts back an older
+// first-pending time.
+type deadlines []deadline
+
+func (d deadlines) Len() int           { return len(d) }
+func (d deadlines) Less(i, j int) bool { return d[i].since.Before(d[j].since) }
+func (d deadlines) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
+func (d *deadlines) Push(x any)        { *d = append(*d, x.(deadline)) }
+func (d *deadlines) Pop() any {
+	old := *d
+	x := old[len(old)-1]
+	*d = old[:len(old)-1]
+	return x
+}
+
 // Aggregator holds pending work for all users. It is not safe for concurrent
 // use: one goroutine owns it.
 type Aggregator[M any] struct {
 	maxSites int
 	linger   time.Duration
-	users    map[string]*user[M]
-	// deadlines is FIFO because linger is constant and time only moves
-	// forward, so the oldest first-pending site always expires first.
-	deadlines []deadline
+	users     map[string]*user[M]
+	deadlines deadlines
 	due       []string
 	sites     int
 	inFlight  int
@@ -133,17 +149,19 @@ func (a *Aggregator[M]) Add(userID string, action event.Action, sites []string, 
 	}
 	if len(u.pending) == 0 {
 		u.since = now
-		a.deadlines = append(a.deadlines, deadline{key: key, since: now})
+		heap.Push(&a.deadlines, deadline{key: key, since: now})
 	}
 	for _, site := range sites {
 		sk := event.SiteKey(site)
 		old := u.pending[sk]
 		switch {
 		case old == nil:
-			u.pending[sk] = &entry[M]{site: site, action: action, seq: seq, ticket: t}
+			u.pending[sk] = &entry[M]{at: now, site: site, action: action, seq: seq, ticket: t}
 			a.sites++
 		case seq > old.seq:
-			u.pending[sk] = &entry[M]{site: site, action: action, seq: seq, ticket: t,
+			// The winner keeps the loser's place in time: the user has been
+			// waiting for this site since the first request.
+			u.pending[sk] = &entry[M]{at: old.at, site: site, action: action, seq: seq, ticket: t,
 				superseded: append(old.superseded, old.ticket)}
 		default:
 			old.superseded = append(old.superseded, t)
@@ -164,8 +182,7 @@ func (a *Aggregator[M]) enqueue(key string, u *user[M]) {
 // false when none is due at now.
 func (a *Aggregator[M]) Next(now time.Time) (*Batch[M], bool) {
 	for len(a.deadlines) > 0 && !now.Before(a.deadlines[0].since.Add(a.linger)) {
-		d := a.deadlines[0]
-		a.deadlines = a.deadlines[1:]
+		d := heap.Pop(&a.deadlines).(deadline)
 		u := a.users[d.key]
 		if u != nil && !u.inFlight && !u.queued && len(u.pending) > 0 && u.since.Equal(d.since) {
 			a.enqueue(d.key, u)
@@ -187,18 +204,42 @@ func (a *Aggregator[M]) Next(now time.Time) (*Batch[M], bool) {
 	return nil, false
 }
 
+// take moves up to one Graph call's worth of sites per action, oldest first,
+// into a batch. Sites beyond that stay pending for the next batch rather than
+// going out as a small extra call: when Graph throttles, calls are what is
+// scarce, so each should be full.
 func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
-	b := &Batch[M]{UserID: u.id, key: key, Items: make([]Item[M], 0, len(u.pending))}
+	entries := make([]*entry[M], 0, len(u.pending))
 	for _, e := range u.pending {
-		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded})
+		entries = append(entries, e)
 	}
 	// Map order is random; sequence order keeps calls reproducible.
-	slices.SortFunc(b.Items, func(x, y Item[M]) int {
-		return cmp.Or(cmp.Compare(x.Ticket.Seq, y.Ticket.Seq), cmp.Compare(x.Site, y.Site))
+	slices.SortFunc(entries, func(x, y *entry[M]) int {
+		return cmp.Or(cmp.Compare(x.seq, y.seq), cmp.Compare(x.site, y.site))
 	})
-	a.sites -= len(u.pending)
-	clear(u.pending)
-	u.since = time.Time{}
+	b := &Batch[M]{UserID: u.id, key: key, Items: make([]Item[M], 0, min(len(entries), 2*a.maxSites))}
+	var follows, unfollows int
+	var since time.Time
+	for _, e := range entries {
+		n := &follows
+		if e.action == event.Unfollow {
+			n = &unfollows
+		}
+		if *n == a.maxSites {
+			if since.IsZero() || e.at.Before(since) {
+				since = e.at
+			}
+			continue
+		}
+		*n++
+		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded})
+		delete(u.pending, event.SiteKey(e.site))
+	}
+	a.sites -= len(b.Items)
+	u.since = since
+	if !since.IsZero() {
+		heap.Push(&a.deadlines, deadline{key: key, since: since})
+	}
 	u.inFlight = true
 	a.inFlight++
 	return b

@@ -156,18 +156,43 @@ func TestMessageDoneOnlyWhenAllSitesSettled(t *testing.T) {
 	if !ok {
 		t.Fatal("full batch not due")
 	}
-	if got := len(b1.Items); got != 3 {
-		t.Fatalf("items: got %d, want 3 (a batch takes all pending)", got)
+	if got := len(b1.Items); got != 2 {
+		t.Fatalf("items: got %d, want 2 (one call's worth; the rest waits)", got)
 	}
-	calls := b1.Calls(2)
-	if got := len(calls); got != 2 {
-		t.Fatalf("calls: got %d, want 2", got)
+	b1.Items[1].Retry = true
+	if got := a.Complete(b1, t0); len(got) != 0 {
+		t.Fatalf("done after first batch: got %+v, want none (one site still pending)", got)
 	}
-	calls[1][0].Retry = true
-	got := a.Complete(b1, t0)
+	if _, ok := a.Next(t0.Add(999 * time.Millisecond)); ok {
+		t.Fatal("leftover site sent before its linger expired")
+	}
+	b2, ok := a.Next(t0.Add(time.Second))
+	if !ok {
+		t.Fatal("leftover site not due after linger")
+	}
+	if got, want := summary(t, b2), "u1 follow:3 unfollow:"; got != want {
+		t.Errorf("second batch: got %q, want %q", got, want)
+	}
+	got := a.Complete(b2, t0.Add(time.Second))
 	want := []Done[string]{{Msg: "m", Retry: true}}
 	if !slices.Equal(got, want) {
 		t.Errorf("done: got %+v, want %+v", got, want)
+	}
+}
+
+func TestBatchTakesOneCallPerAction(t *testing.T) {
+	a := New[string](2, time.Second)
+	a.Add("u1", event.Follow, []string{site(1), site(2), site(3)}, 1, "f", t0)
+	a.Add("u1", event.Unfollow, []string{site(4)}, 2, "u", t0)
+	b, ok := a.Next(t0)
+	if !ok {
+		t.Fatal("batch not due")
+	}
+	if got, want := summary(t, b), "u1 follow:1,2 unfollow:4"; got != want {
+		t.Errorf("batch: got %q, want %q", got, want)
+	}
+	if got := len(b.Calls(2)); got != 2 {
+		t.Errorf("calls: got %d, want 2", got)
 	}
 }
 
