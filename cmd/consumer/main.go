@@ -3,7 +3,8 @@
 // events from NATS JetStream into batched Microsoft Graph calls.
 //
 // Subcommands: run (the service), demo (everything embedded, one command),
-// version. main only wires signals to a context; run does the rest.
+// bench (the benchmark), version. main only wires signals to a context; run
+// does the rest.
 package main
 
 import (
@@ -54,6 +55,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return serveCommand(ctx, args[1:], getenv, stderr)
 	case "demo":
 		return demoCommand(ctx, args[1:], getenv, stdout, stderr)
+	case "bench":
+		return benchCommand(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "sitefollow", version)
 		return nil
@@ -73,6 +76,8 @@ subcommands:
   run       consume follow/unfollow requests and apply them through Microsoft Graph
             (consumer run --help lists every setting, its environment variable and default)
   demo      run the whole pipeline against an embedded NATS server and a Graph simulator
+  bench     measure the consumer (run as a child process) against JetStream's ceiling,
+            a naive consumer, the Graph throttle limit and memory bounds; --short for CI
   version   print the version
 `)
 }

@@ -122,8 +122,8 @@ func (d *deadlines) Pop() any {
 // Aggregator holds pending work for all users. It is not safe for concurrent
 // use: one goroutine owns it.
 type Aggregator[M any] struct {
-	maxSites int
-	linger   time.Duration
+	maxSites  int
+	linger    time.Duration
 	users     map[string]*user[M]
 	deadlines deadlines
 	due       []string

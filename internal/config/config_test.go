@@ -76,7 +76,7 @@ func defaults() Config {
 		AckWait:            60 * time.Second,
 		MaxDeliver:         10,
 		MaxAckPending:      20000,
-		MaxConcurrency:     16,
+		MaxConcurrency:     64,
 		NakBaseDelay:       5 * time.Second,
 		NakMaxDelay:        5 * time.Minute,
 		ShutdownTimeout:    25 * time.Second,

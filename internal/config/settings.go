@@ -173,7 +173,7 @@ func table() []spec {
 		integer("max-ack-pending", "SITEFOLLOW_MAX_ACK_PENDING", "20000",
 			"Most unacknowledged requests in flight; at least 4 × --batch-max-sites.",
 			func(c *Config) *int { return &c.MaxAckPending }, 1, 1000000),
-		integer("max-concurrency", "SITEFOLLOW_MAX_CONCURRENCY", "16",
+		integer("max-concurrency", "SITEFOLLOW_MAX_CONCURRENCY", "64",
 			"Most users whose Graph calls run at the same time.",
 			func(c *Config) *int { return &c.MaxConcurrency }, 1, 1024),
 		duration("nak-delay", "SITEFOLLOW_NAK_DELAY", "5s",

@@ -2,9 +2,12 @@ package graphclient
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/sitefollow/sitefollow/internal/graphsim"
@@ -27,6 +30,7 @@ func BenchmarkApply(b *testing.B) {
 				UserAgent:  testUserAgent,
 				Credential: simCredential(b, sim),
 				Logger:     zerolog.Nop(),
+				Metrics:    NewMetrics(prometheus.NewRegistry()),
 			})
 			if err != nil {
 				b.Fatalf("New: %v", err)
@@ -62,4 +66,40 @@ func BenchmarkApply(b *testing.B) {
 			b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// BenchmarkEntries decodes a 20-site add answer, as Apply does (scan) and
+// as encoding/json would (json, the fallback).
+func BenchmarkEntries(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"value":[`)
+	for i := range 20 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(strings.ReplaceAll(siteJSON, "712a596e", fmt.Sprintf("%08x", i)))
+	}
+	sb.WriteString(`]}`)
+	body := sb.String()
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(body)))
+		for range b.N {
+			if got, ok := scanEntries(body); !ok || len(got) != 20 {
+				b.Fatalf("scanEntries: %d entries, ok %v", len(got), ok)
+			}
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(body)))
+		for range b.N {
+			var v struct {
+				Value []entry `json:"value"`
+			}
+			if err := json.Unmarshal([]byte(body), &v); err != nil || len(v.Value) != 20 {
+				b.Fatalf("Unmarshal: %v", err)
+			}
+		}
+	})
 }

@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -204,6 +205,7 @@ type Client struct {
 	httpClient     *http.Client
 	tokens         *tokenCache
 	gate           *gate
+	pacer          *pacer
 	maxAttempts    int
 	initial        time.Duration
 	maxInterval    time.Duration
@@ -212,6 +214,7 @@ type Client struct {
 	log            zerolog.Logger
 	metrics        *Metrics
 	now            func() time.Time
+	bufs           sync.Pool // *bytes.Buffer for reading answers
 }
 
 // New validates cfg and returns a Client.
@@ -266,6 +269,7 @@ func New(cfg Config) (*Client, error) {
 	scope := orDefault(cfg.Scope, base+"/.default")
 	c.tokens = newTokenCache(cfg.Credential, scope, c.now)
 	c.gate = newGate(c.now)
+	c.pacer = newPacer()
 	return c, nil
 }
 
@@ -413,6 +417,15 @@ type site struct {
 	indexes []int  // positions in the caller's slice
 	lastErr *SiteError
 	settled bool
+	verdict verdict // what the answer being handled says about the site
+}
+
+// verdict collects the entries of one answer that name a site.
+type verdict struct {
+	requested bool // the site was in the call being answered
+	success   bool
+	permanent *SiteError
+	transient *SiteError
 }
 
 // run is the state of one Apply call.
@@ -426,23 +439,33 @@ type run struct {
 }
 
 func newRun(c *Client, userID string, op Operation, siteIDs []string) *run {
-	r := &run{c: c, userID: userID, op: op, results: make([]SiteResult, len(siteIDs)), sites: make(map[string]*site, len(siteIDs))}
+	r := &run{
+		c: c, userID: userID, op: op,
+		results: make([]SiteResult, len(siteIDs)),
+		sites:   make(map[string]*site, len(siteIDs)),
+		order:   make([]string, 0, len(siteIDs)),
+	}
+	// One allocation for all sites and one for their indexes: a repeated
+	// id is rare and only then does its indexes slice grow on its own.
+	store := make([]site, 0, len(siteIDs))
+	indexes := make([]int, len(siteIDs))
 	for i, id := range siteIDs {
 		r.results[i].SiteID = id
 		key := strings.ToLower(id)
-		s, ok := r.sites[key]
-		if !ok {
-			s = &site{id: id}
-			r.sites[key] = s
-			r.order = append(r.order, key)
+		if s, ok := r.sites[key]; ok {
+			s.indexes = append(s.indexes, i)
+			continue
 		}
-		s.indexes = append(s.indexes, i)
+		indexes[i] = i
+		store = append(store, site{id: id, indexes: indexes[i : i+1 : i+1]})
+		r.sites[key] = &store[len(store)-1]
+		r.order = append(r.order, key)
 	}
 	return r
 }
 
 func (r *run) pending() []string {
-	var keys []string
+	keys := make([]string, 0, len(r.order))
 	for _, k := range r.order {
 		if !r.sites[k].settled {
 			keys = append(keys, k)
@@ -484,7 +507,10 @@ func (r *run) finish(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		canceled = &SiteError{Code: CodeCanceled, Message: context.Cause(ctx).Error()}
 	}
-	for _, k := range r.pending() {
+	for _, k := range r.order {
+		if r.sites[k].settled {
+			continue
+		}
 		e := r.sites[k].lastErr
 		switch {
 		case canceled != nil:
@@ -512,12 +538,12 @@ func (r *run) attempt(ctx context.Context) error {
 	for i, k := range keys {
 		ids[i] = r.sites[k].id
 	}
-	body, err := json.Marshal(requestBody(ids))
+	body, err := requestBody(ids)
 	if err != nil {
 		return backoff.Permanent(fmt.Errorf("graphclient: encode request: %w", err))
 	}
 
-	if err := r.waitGate(ctx, keys); err != nil {
+	if err := r.waitTurn(ctx, keys); err != nil {
 		return err
 	}
 	token, err := r.c.tokens.get(ctx)
@@ -530,6 +556,7 @@ func (r *run) attempt(ctx context.Context) error {
 		return err
 	}
 	resp, err := r.send(ctx, keys, token, body)
+	r.c.pace(resp)
 	if err == nil && resp.status == http.StatusUnauthorized {
 		r.logCall(resp, nil)
 		// Graph rejected the token (revoked, rotated secret, CAE event): get
@@ -543,6 +570,7 @@ func (r *run) attempt(ctx context.Context) error {
 			return err
 		}
 		resp, err = r.send(ctx, keys, token, body)
+		r.c.pace(resp)
 		if err == nil && resp.status == http.StatusUnauthorized {
 			r.logCall(resp, nil)
 			e := resp.wholeCallError(CodeUnauthenticated)
@@ -560,17 +588,94 @@ func (r *run) attempt(ctx context.Context) error {
 	return result
 }
 
-func requestBody(ids []string) any {
-	type entry struct {
-		ID string `json:"id"`
+// requestBody is {"value":[{"id":...},...]}, byte for byte what
+// json.Marshal writes for it (TestRequestBodyMatchesMarshal holds it to
+// that), built without reflection: ids needing no escapes are copied as they
+// are, the rare others are quoted by encoding/json.
+func requestBody(ids []string) ([]byte, error) {
+	n := len(`{"value":[]}`)
+	for _, id := range ids {
+		n += len(`{"id":""},`) + len(id)
 	}
-	v := struct {
-		Value []entry `json:"value"`
-	}{Value: make([]entry, len(ids))}
+	b := make([]byte, 0, n)
+	b = append(b, `{"value":[`...)
 	for i, id := range ids {
-		v.Value[i].ID = id
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		if plainJSON(id) {
+			b = append(b, '"')
+			b = append(b, id...)
+			b = append(b, '"')
+		} else {
+			q, err := json.Marshal(id)
+			if err != nil {
+				return nil, err
+			}
+			b = append(b, q...)
+		}
+		b = append(b, '}')
 	}
-	return v
+	return append(b, `]}`...), nil
+}
+
+// plainJSON reports whether json.Marshal writes s verbatim between quotes:
+// printable ASCII other than the quote, the backslash and the characters it
+// escapes for HTML.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7f, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
+}
+
+// pace tells the pacer how Graph answered: 429 and 509 say the app is over
+// its budget, so do a 503 with Retry-After (SharePoint throttles with both);
+// any other answer means the call was admitted. No answer says nothing.
+func (c *Client) pace(resp *response) {
+	if resp == nil {
+		return
+	}
+	now := c.now()
+	wait, hasWait := resp.retryAfter(now)
+	switch resp.status {
+	case http.StatusTooManyRequests, 509:
+		c.pacer.throttle(now, wait)
+	case http.StatusServiceUnavailable:
+		if hasWait {
+			c.pacer.throttle(now, wait)
+			return
+		}
+		c.pacer.admit(now)
+	default:
+		c.pacer.admit(now)
+	}
+}
+
+// PaceLimit reports the calls per second the Client currently allows itself
+// after Graph throttled it; +Inf until Graph throttles.
+func (c *Client) PaceLimit() float64 { return c.pacer.limit() }
+
+// waitTurn waits for the throttle gate, then for the pacer. If the gate
+// closed again while the call waited on the pacer, it queues afresh: calls
+// released together when a Retry-After ends would otherwise go out as one
+// burst and be throttled again.
+func (r *run) waitTurn(ctx context.Context, keys []string) error {
+	for {
+		if err := r.waitGate(ctx, keys); err != nil {
+			return err
+		}
+		if err := r.c.pacer.wait(ctx); err != nil {
+			return backoff.Permanent(err)
+		}
+		if !r.c.gate.until().After(r.c.now()) {
+			return nil
+		}
+	}
 }
 
 // waitGate blocks until the app-wide throttle gate opens, unless that is
@@ -578,6 +683,9 @@ func requestBody(ids []string) any {
 func (r *run) waitGate(ctx context.Context, keys []string) error {
 	waited, err := r.c.gate.wait(ctx, r.c.maxRetryAfter)
 	r.c.metrics.throttleWaited(waited)
+	if err == nil {
+		return nil
+	}
 	var tooLong *gateTooLongError
 	switch {
 	case errors.As(err, &tooLong):
@@ -683,28 +791,17 @@ func (r *run) handleEntries(keys []string, resp *response) error {
 		r.setPendingErr(keys, e)
 		return &retryError{reason: reasonInvalid}
 	}
-	requested := make(map[string]bool, len(keys))
 	for _, k := range keys {
-		requested[k] = true
+		r.sites[k].verdict = verdict{requested: true}
 	}
-	type verdict struct {
-		success   bool
-		permanent *SiteError
-		transient *SiteError
-	}
-	verdicts := make(map[string]*verdict, len(keys))
 	var unrequested []string
 	for _, en := range entries {
-		k := strings.ToLower(en.ID)
-		if !requested[k] {
+		st := r.sites[strings.ToLower(en.ID)]
+		if st == nil || !st.verdict.requested {
 			unrequested = append(unrequested, en.ID)
 			continue
 		}
-		v := verdicts[k]
-		if v == nil {
-			v = &verdict{}
-			verdicts[k] = v
-		}
+		v := &st.verdict
 		if en.Error == nil {
 			v.success = true
 			continue
@@ -719,14 +816,16 @@ func (r *run) handleEntries(keys []string, resp *response) error {
 	resp.unrequested = unrequested
 	var reason string
 	for _, k := range keys {
-		v := verdicts[k]
+		st := r.sites[k]
+		v := st.verdict
+		st.verdict = verdict{}
 		switch {
-		case v != nil && v.permanent != nil:
+		case v.permanent != nil:
 			r.settle(k, Rejected, v.permanent)
-		case v != nil && v.transient != nil:
-			r.sites[k].lastErr = v.transient
+		case v.transient != nil:
+			st.lastErr = v.transient
 			reason = reasonSiteTransient
-		case v != nil && v.success:
+		case v.success:
 			r.settle(k, Applied, nil)
 		case r.op == Remove:
 			// Remove answers list only the failures.
@@ -734,7 +833,7 @@ func (r *run) handleEntries(keys []string, resp *response) error {
 		default:
 			// An add answer that does not mention a site proves nothing:
 			// re-send it (with the other open sites) to get a verdict.
-			r.sites[k].lastErr = resp.siteError(CodeUnconfirmed, "graph's answer did not mention this site")
+			st.lastErr = resp.siteError(CodeUnconfirmed, "graph's answer did not mention this site")
 			if reason == "" {
 				reason = reasonUnconfirmed
 			}
@@ -761,7 +860,7 @@ type response struct {
 	call
 	status          int
 	header          http.Header
-	body            []byte
+	body            string
 	requestID       string
 	clientRequestID string
 	unrequested     []string
@@ -800,23 +899,24 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 		info.err = fmt.Errorf("graphclient: build request: %w", err)
 		return nil, &sendError{call: info}
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", c.userAgent)
-	req.Header.Set("client-request-id", info.clientRequestID)
-	req.Header.Set("return-client-request-id", "true")
+	// The keys in canonical form, as Header.Set would write them, in one
+	// map of the right size.
+	req.Header = http.Header{
+		"Authorization":            {"Bearer " + token},
+		"Content-Type":             {"application/json"},
+		"Accept":                   {"application/json"},
+		"User-Agent":               {c.userAgent},
+		"Client-Request-Id":        {info.clientRequestID},
+		"Return-Client-Request-Id": {"true"},
+	}
 
 	c.metrics.callStarted(r.op, len(keys))
 	start := time.Now()
 	resp, err := c.httpClient.Do(req)
 	var out *response
 	if err == nil {
-		var data []byte
-		data, err = io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-		if cerr := resp.Body.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
+		var data string
+		data, err = c.readBody(resp)
 		if err != nil {
 			err = fmt.Errorf("read %d answer: %w", resp.StatusCode, err)
 		} else {
@@ -824,8 +924,8 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 				status:          resp.StatusCode,
 				header:          resp.Header,
 				body:            data,
-				requestID:       resp.Header.Get("request-id"),
-				clientRequestID: orDefault(resp.Header.Get("client-request-id"), info.clientRequestID),
+				requestID:       resp.Header.Get("Request-Id"),
+				clientRequestID: orDefault(resp.Header.Get("Client-Request-Id"), info.clientRequestID),
 			}
 		}
 	}
@@ -850,17 +950,37 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 	return out, nil
 }
 
+// readBody reads and closes an answer's body, through a pooled buffer so
+// that only the final string is allocated. Reading to the end lets the
+// connection be reused.
+func (c *Client) readBody(resp *http.Response) (string, error) {
+	buf, ok := c.bufs.Get().(*bytes.Buffer)
+	if !ok {
+		buf = new(bytes.Buffer)
+	}
+	defer c.bufs.Put(buf)
+	buf.Reset()
+	_, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponseBytes))
+	if cerr := resp.Body.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
 // logCall writes the one log line of an HTTP call. Tokens never reach it.
 func (r *run) logCall(resp *response, err error) {
 	var info call
-	var se *sendError
-	switch {
-	case resp != nil:
+	if resp != nil {
 		info = resp.call
-	case errors.As(err, &se):
+	} else {
+		var se *sendError
+		if !errors.As(err, &se) {
+			return
+		}
 		info = se.call
-	default:
-		return
 	}
 	ev := r.c.log.Info()
 	if resp == nil || resp.status >= 300 || len(resp.unrequested) > 0 {
@@ -928,13 +1048,16 @@ type entry struct {
 }
 
 func (p *response) entries() ([]entry, error) {
-	if len(bytes.TrimSpace(p.body)) == 0 {
+	if strings.TrimSpace(p.body) == "" {
 		return nil, nil
+	}
+	if entries, ok := scanEntries(p.body); ok {
+		return entries, nil
 	}
 	var v struct {
 		Value []entry `json:"value"`
 	}
-	if err := json.Unmarshal(p.body, &v); err != nil {
+	if err := json.Unmarshal([]byte(p.body), &v); err != nil {
 		return nil, fmt.Errorf("decode %d answer: %w", p.status, err)
 	}
 	return v.Value, nil
@@ -953,7 +1076,7 @@ func (p *response) wholeCallError(fallback string) *SiteError {
 	var v struct {
 		Error *graphError `json:"error"`
 	}
-	if json.Unmarshal(p.body, &v) != nil || v.Error == nil {
+	if json.Unmarshal([]byte(p.body), &v) != nil || v.Error == nil {
 		return e
 	}
 	if v.Error.Code != "" {
@@ -1005,5 +1128,16 @@ func newGUID() string {
 	}
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	const digits = "0123456789abcdef"
+	var out [36]byte
+	j := 0
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out[j] = '-'
+			j++
+		}
+		out[j], out[j+1] = digits[c>>4], digits[c&0x0f]
+		j += 2
+	}
+	return string(out[:])
 }

@@ -1,6 +1,7 @@
 package graphsim
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,10 @@ import (
 	"strings"
 	"time"
 )
+
+// headerClientRequestID is the client-request-id header key in canonical
+// form, so that looking it up allocates nothing.
+const headerClientRequestID = "Client-Request-Id"
 
 // The two followedSites operations, as Call.Op reports them.
 const (
@@ -25,7 +30,7 @@ type graphRequest struct {
 
 // serveGraph answers POST /v1.0/users/{userId}/followedSites/{add|remove}.
 func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
-	call := s.beginCall(time.Now(), r.Header.Get("client-request-id"), r.UserAgent())
+	call := s.beginCall(time.Now(), r.Header.Get(headerClientRequestID), r.UserAgent())
 	var req graphRequest
 	rep := s.handleGraph(r, &req)
 	if rep == nil {
@@ -59,7 +64,9 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	// Read the body before sleeping: the server only notices a client that
 	// hangs up (and cancels r.Context) once the body has been consumed.
-	raw, rerr := readBody(r.Body)
+	buf := s.buffer()
+	defer s.bufs.Put(buf)
+	rerr := readBody(buf, r.Body)
 
 	op, user, gerr := route(r.URL)
 	s.mu.Lock()
@@ -82,7 +89,7 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	if rep := s.authorize(r); rep != nil {
 		return rep
 	}
-	ids, berr := decodeBody(raw, rerr)
+	ids, berr := decodeBody(buf.Bytes(), rerr)
 	req.ids = ids
 	if berr != nil {
 		return &reply{err: &graphError{status: http.StatusBadRequest, code: "invalidRequest", message: berr.Error()}}
@@ -104,11 +111,30 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	return s.applyLocked(op, user, ids)
 }
 
+// buffer returns an empty buffer from the pool; callers put it back.
+func (s *Server) buffer() *bytes.Buffer {
+	if b, ok := s.bufs.Get().(*bytes.Buffer); ok {
+		b.Reset()
+		return b
+	}
+	return new(bytes.Buffer)
+}
+
 // route parses the escaped path so that an escaped "/" inside the user id
 // (%2F) stays part of the id instead of shifting the segments.
 func route(u *url.URL) (op, user string, gerr *graphError) {
 	path := u.EscapedPath()
-	parts := strings.Split(path, "/")
+	// strings.Split without the allocation for the six parts of a good path.
+	var buf [6]string
+	parts := buf[:0]
+	for rest := path; ; {
+		part, after, more := strings.Cut(rest, "/")
+		parts = append(parts, part)
+		if !more {
+			break
+		}
+		rest = after
+	}
 	if len(parts) < 3 || parts[0] != "" || !strings.EqualFold(parts[1], "v1.0") || !strings.EqualFold(parts[2], "users") {
 		return "", "", &graphError{status: http.StatusNotFound, code: "UnknownError", message: fmt.Sprintf("No resource at '%s'.", path)}
 	}
@@ -162,24 +188,33 @@ func (s *Server) authorize(r *http.Request) *reply {
 // errBody classifies request bodies that are not {"value":[{"id":...}]}.
 var errBody = errors.New("invalid request body")
 
-// readBody reads at most maxBodyBytes; a larger body is an error.
-func readBody(body io.Reader) ([]byte, error) {
-	raw, err := io.ReadAll(io.LimitReader(body, maxBodyBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read body: %w", err)
+// readBody reads at most maxBodyBytes into buf; a larger body is an error.
+func readBody(buf *bytes.Buffer, body io.Reader) error {
+	if _, err := buf.ReadFrom(io.LimitReader(body, maxBodyBytes+1)); err != nil {
+		return fmt.Errorf("read body: %w", err)
 	}
-	if len(raw) > maxBodyBytes {
-		return nil, fmt.Errorf("body larger than %d bytes: %w", maxBodyBytes, errBody)
+	if buf.Len() > maxBodyBytes {
+		return fmt.Errorf("body larger than %d bytes: %w", maxBodyBytes, errBody)
 	}
-	return raw, nil
+	return nil
 }
 
 // decodeBody returns the ids in request order, or whatever it managed to read
 // along with an error for a malformed body. readErr is readBody's error.
+// raw is not retained.
 func decodeBody(raw []byte, readErr error) ([]string, error) {
 	if readErr != nil {
 		return nil, readErr
 	}
+	// One string for the whole body: the ids are substrings of it.
+	if ids, ok := scanIDs(string(raw)); ok {
+		return ids, nil
+	}
+	return decodeBodyJSON(raw)
+}
+
+// decodeBodyJSON is decodeBody for any body, by encoding/json.
+func decodeBodyJSON(raw []byte) ([]string, error) {
 	var in struct {
 		Value []struct {
 			ID *string `json:"id"`
@@ -201,10 +236,155 @@ func decodeBody(raw []byte, readErr error) ([]string, error) {
 	return ids, nil
 }
 
+// scanIDs reads the body clients actually send, {"value":[{"id":"…"},…]}
+// with at least one entry, any JSON whitespace, and ids that are non-empty
+// printable ASCII without escapes, and returns the ids as substrings of
+// body. It reports false for every other body, valid or not, which
+// decodeBodyJSON then decodes: on the bodies scanIDs accepts, both agree
+// (FuzzScanIDs holds it to that), so the sim answers exactly as before,
+// without encoding/json's reflection and double scan on every call.
+func scanIDs(body string) ([]string, bool) {
+	i := skipSpace(body, 0)
+	i, ok := expect(body, i, `{`)
+	if !ok {
+		return nil, false
+	}
+	if i, ok = expect(body, i, `"value"`); !ok {
+		return nil, false
+	}
+	if i, ok = expect(body, i, `:`); !ok {
+		return nil, false
+	}
+	if i, ok = expect(body, i, `[`); !ok {
+		return nil, false
+	}
+	ids := make([]string, 0, len(body)/64+1)
+	for {
+		if i, ok = expect(body, i, `{`); !ok {
+			return nil, false
+		}
+		if i, ok = expect(body, i, `"id"`); !ok {
+			return nil, false
+		}
+		if i, ok = expect(body, i, `:`); !ok {
+			return nil, false
+		}
+		if i >= len(body) || body[i] != '"' {
+			return nil, false
+		}
+		start := i + 1
+		end := start
+		for end+8 <= len(body) && plainASCII(load64(body, end)) {
+			end += 8
+		}
+		for end < len(body) && body[end] >= 0x20 && body[end] < 0x80 && body[end] != '"' && body[end] != '\\' {
+			end++
+		}
+		if end == start || end >= len(body) || body[end] != '"' {
+			return nil, false
+		}
+		ids = append(ids, body[start:end])
+		i = skipSpace(body, end+1)
+		if i, ok = expect(body, i, `}`); !ok {
+			return nil, false
+		}
+		if i < len(body) && body[i] == ']' {
+			break
+		}
+		if i, ok = expect(body, i, `,`); !ok {
+			return nil, false
+		}
+	}
+	i = skipSpace(body, i+1)
+	if i, ok = expect(body, i, `}`); !ok || i != len(body) {
+		return nil, false
+	}
+	return ids, true
+}
+
+// plainASCII reports whether each of the eight bytes in x is ASCII and
+// neither a quote, a backslash nor a control character: a run of bytes a
+// JSON string holds verbatim and encoding/json decodes unchanged. (The
+// "has zero byte" and "has byte less than" bit tricks, exact as yes/no
+// answers.)
+func plainASCII(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := x ^ (ones * '"')
+	backslash := x ^ (ones * '\\')
+	special := x | (x-ones*0x20)&^x | (quote-ones)&^quote | (backslash-ones)&^backslash
+	return special&highs == 0
+}
+
+// load64 reads s[i:i+8] little-endian (the compiler makes it one load).
+func load64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// expect consumes token at body[i] and the JSON whitespace after it.
+func expect(body string, i int, token string) (int, bool) {
+	if !strings.HasPrefix(body[i:], token) {
+		return i, false
+	}
+	return skipSpace(body, i+len(token)), true
+}
+
+func skipSpace(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+		i++
+	}
+	return i
+}
+
 // docsSite stands in for the unrequested id when no requested id parses; it
 // is the id of the error entry in the documentation's 207 example.
 func docsSite() siteID {
 	return siteID{host: "contoso.sharepoint.com", site: "da60e844-ba1d-49bc-b4d4-d5e36bae9019", web: "512a596e-90a1-49e3-9b48-bfa80bee8740"}
+}
+
+// keySet is a set of strings that needs no map for the few keys of a
+// typical call.
+type keySet struct {
+	few  [32]string
+	n    int
+	many map[string]struct{}
+}
+
+// add inserts k and reports whether it was new.
+func (ks *keySet) add(k string) bool {
+	if ks.many != nil {
+		if _, ok := ks.many[k]; ok {
+			return false
+		}
+		ks.many[k] = struct{}{}
+		return true
+	}
+	for _, f := range ks.few[:ks.n] {
+		if f == k {
+			return false
+		}
+	}
+	if ks.n < len(ks.few) {
+		ks.few[ks.n] = k
+		ks.n++
+		return true
+	}
+	ks.many = make(map[string]struct{}, 2*len(ks.few))
+	for _, f := range ks.few {
+		ks.many[f] = struct{}{}
+	}
+	ks.many[k] = struct{}{}
+	return true
+}
+
+// echoID is id as an answer names it: rendered like Graph when well-formed
+// (info not nil), verbatim otherwise.
+func echoID(id string, info *siteInfo, upper bool) string {
+	if info == nil {
+		return id
+	}
+	return info.site.render(upper)
 }
 
 // applyLocked changes followed state and builds the answer. Each distinct
@@ -213,23 +393,24 @@ func (s *Server) applyLocked(op, user string, ids []string) *reply {
 	f := &s.faults
 	upper := f.upperCaseIDs
 	userKey := strings.ToLower(user)
-	entries := []any{} // "value" must be [] rather than null when everything was omitted
+	// Never nil: "value" must be [] rather than null when everything was omitted.
+	entries := make([][]byte, 0, len(ids))
 	failed, omitted := false, false
 	var first *siteID
-	seen := make(map[string]bool, len(ids))
+	var seen keySet
 	for _, id := range ids {
-		k := lookupKey(id)
-		if seen[k] {
+		info := s.infoLocked(id)
+		var k string
+		if info != nil {
+			k = info.key
+			if first == nil {
+				first = &info.site
+			}
+		} else {
+			k = strings.ToLower(id)
+		}
+		if !seen.add(k) {
 			continue
-		}
-		seen[k] = true
-		site, perr := parseSiteID(id)
-		if perr == nil && first == nil {
-			first = &site
-		}
-		echo := id
-		if perr == nil {
-			echo = site.render(upper)
 		}
 
 		if op == opAdd && f.omitSites[k] > 0 {
@@ -247,18 +428,18 @@ func (s *Server) applyLocked(op, user string, ids []string) *reply {
 			} else {
 				f.failSites[k] = fail
 			}
-			entries = append(entries, newErrorEntry(echo, fail.code))
+			entries = append(entries, errorEntryJSON(echoID(id, info, upper), fail.code))
 			failed = true
 			continue
 		}
-		if perr != nil || !s.knownLocked(k) {
-			entries = append(entries, newErrorEntry(echo, "invalidRequest"))
+		if info == nil || !s.knownInfoLocked(info) {
+			entries = append(entries, errorEntryJSON(echoID(id, info, upper), "invalidRequest"))
 			failed = true
 			continue
 		}
 		if op == opAdd {
 			s.followLocked(userKey, k)
-			entries = append(entries, site.object(upper))
+			entries = append(entries, info.object(upper))
 		} else {
 			s.unfollowLocked(userKey, k)
 		}
@@ -266,20 +447,20 @@ func (s *Server) applyLocked(op, user string, ids []string) *reply {
 
 	switch {
 	case op == opAdd && !failed && !omitted:
-		return &reply{code: http.StatusOK, body: valueBody{Value: entries}}
+		return &reply{code: http.StatusOK, value: entries}
 	case op == opAdd:
 		if f.extraErrorEntry {
 			extra := docsSite()
 			if first != nil {
 				extra = first.sibling()
 			}
-			entries = append([]any{newErrorEntry(extra.render(upper), "invalidRequest")}, entries...)
+			entries = append([][]byte{errorEntryJSON(extra.render(upper), "invalidRequest")}, entries...)
 		}
-		return &reply{code: http.StatusMultiStatus, body: valueBody{Value: entries}}
+		return &reply{code: http.StatusMultiStatus, value: entries}
 	case !failed:
 		return &reply{code: http.StatusNoContent}
 	default:
 		// Remove never adds success entries, so entries holds only failures.
-		return &reply{code: http.StatusMultiStatus, body: valueBody{Value: entries}}
+		return &reply{code: http.StatusMultiStatus, value: entries}
 	}
 }

@@ -1,6 +1,7 @@
 package graphsim
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -17,8 +18,8 @@ const (
 
 // reply is a decided answer to a Graph call.
 type reply struct {
-	code   int // status for non-error answers
-	body   any // nil: no body
+	code   int      // status for non-error answers
+	value  [][]byte // entries of a {"value":[...]} body, each rendered JSON; nil: no body
 	err    *graphError
 	header http.Header
 
@@ -41,10 +42,6 @@ type graphError struct {
 	code      string
 	message   string
 	innerCode string // optional detailed code inside innerError
-}
-
-type valueBody struct {
-	Value []any `json:"value"`
 }
 
 type errorBody struct {
@@ -100,6 +97,17 @@ func newErrorEntry(id, code string) errorEntry {
 	}}
 }
 
+// errorEntryJSON renders newErrorEntry(id, code). Failed entries are rare
+// enough for encoding/json.
+func errorEntryJSON(id, code string) []byte {
+	b, err := json.Marshal(newErrorEntry(id, code))
+	if err != nil {
+		// Only strings inside: Marshal cannot fail.
+		panic("graphsim: encode error entry: " + err.Error())
+	}
+	return b
+}
+
 func transientSiteCode(code string) bool {
 	switch code {
 	case "activityLimitReached", "serviceNotAvailable", "generalException", "throttledRequest":
@@ -149,7 +157,7 @@ func unavailableError(status int) *graphError {
 // means the answer did not reach the client.
 func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) error {
 	requestID := newGUID()
-	clientRequestID := r.Header.Get("client-request-id")
+	clientRequestID := r.Header.Get(headerClientRequestID)
 	if clientRequestID == "" {
 		clientRequestID = requestID
 	}
@@ -157,16 +165,20 @@ func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) 
 	for k, v := range rep.header {
 		h[k] = v
 	}
-	h.Set("request-id", requestID)
-	h.Set("client-request-id", clientRequestID)
+	// Keys in canonical form, as Set would write them.
+	h["Request-Id"] = []string{requestID}
+	h["Client-Request-Id"] = []string{clientRequestID}
 	if rep.retryAfter != "" {
-		h.Set("Retry-After", rep.retryAfter)
+		h["Retry-After"] = []string{rep.retryAfter}
 	}
 
-	body, contentType := rep.body, contentTypeOData
-	if rep.err != nil {
+	buf := s.buffer()
+	defer s.bufs.Put(buf)
+	contentType := contentTypeOData
+	switch {
+	case rep.err != nil:
 		contentType = contentTypeJSON
-		body = errorBody{Error: errorDetail{
+		b, err := json.Marshal(errorBody{Error: errorDetail{
 			Code:    rep.err.code,
 			Message: rep.err.message,
 			InnerError: innerDetail{
@@ -175,20 +187,29 @@ func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) 
 				RequestID:       requestID,
 				ClientRequestID: clientRequestID,
 			},
-		}}
-	}
-	if body == nil {
+		}})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return fmt.Errorf("graphsim encode answer: %w", err)
+		}
+		buf.Write(b)
+	case rep.value != nil:
+		// What json.Marshal writes for {"value":[...]} with these entries.
+		buf.WriteString(`{"value":[`)
+		for i, e := range rep.value {
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			buf.Write(e)
+		}
+		buf.WriteString(`]}`)
+	default:
 		w.WriteHeader(rep.status())
 		return nil
 	}
-	b, err := json.Marshal(body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return fmt.Errorf("graphsim encode answer: %w", err)
-	}
-	h.Set("Content-Type", contentType)
+	h["Content-Type"] = []string{contentType}
 	w.WriteHeader(rep.status())
-	if _, err := w.Write(b); err != nil {
+	if _, err := w.Write(buf.Bytes()); err != nil {
 		return fmt.Errorf("graphsim write answer: %w", err)
 	}
 	return nil
@@ -198,11 +219,8 @@ func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) 
 // secrecy, so math/rand is enough.
 func newGUID() string {
 	var b [16]byte
-	hi, lo := rand.Uint64(), rand.Uint64()
-	for i := range 8 {
-		b[i] = byte(hi >> (8 * i))
-		b[8+i] = byte(lo >> (8 * i))
-	}
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return formatGUID(b[:])

@@ -69,6 +69,9 @@ type Server struct {
 	transport               *http.Transport
 	client                  *http.Client
 
+	// bufs holds *bytes.Buffer for request and answer bodies.
+	bufs sync.Pool
+
 	// done is closed by Close so that latency sleeps end at once.
 	done      chan struct{}
 	closeOnce sync.Once
@@ -81,6 +84,7 @@ type Server struct {
 	active   int            // in-flight handlers, observable by tests
 
 	sites    map[string]bool            // canonical site id → known
+	ids      map[string]*siteInfo       // raw site id → what it parses to; bounded by maxCachedIDs
 	followed map[string]map[string]bool // lower-case user → canonical site ids
 
 	calls         []*Call
@@ -107,6 +111,7 @@ func New(opts Options) (*Server, error) {
 		opLatency:     make(map[string]time.Duration),
 		done:          make(chan struct{}),
 		sites:         make(map[string]bool),
+		ids:           make(map[string]*siteInfo),
 		followed:      make(map[string]map[string]bool),
 		tokens:        make(map[string]time.Time),
 		faults:        newFaults(),

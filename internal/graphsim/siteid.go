@@ -19,19 +19,20 @@ type siteID struct {
 // parseSiteID accepts exactly three comma-separated parts: a hostname and two
 // hyphenated GUIDs in any case.
 func parseSiteID(id string) (siteID, error) {
-	parts := strings.Split(id, ",")
-	if len(parts) != 3 {
-		return siteID{}, fmt.Errorf("parse site id %q: want 3 comma-separated parts, got %d: %w", id, len(parts), errSiteID)
+	host, rest, ok1 := strings.Cut(id, ",")
+	site, web, ok2 := strings.Cut(rest, ",")
+	if !ok1 || !ok2 || strings.IndexByte(web, ',') >= 0 {
+		return siteID{}, fmt.Errorf("parse site id %q: want 3 comma-separated parts, got %d: %w", id, strings.Count(id, ",")+1, errSiteID)
 	}
-	if !validHost(parts[0]) {
+	if !validHost(host) {
 		return siteID{}, fmt.Errorf("parse site id %q: bad hostname: %w", id, errSiteID)
 	}
-	for _, g := range parts[1:] {
+	for _, g := range [2]string{site, web} {
 		if !validGUID(g) {
 			return siteID{}, fmt.Errorf("parse site id %q: bad guid %q: %w", id, g, errSiteID)
 		}
 	}
-	return siteID{host: parts[0], site: strings.ToLower(parts[1]), web: strings.ToLower(parts[2])}, nil
+	return siteID{host: host, site: strings.ToLower(site), web: strings.ToLower(web)}, nil
 }
 
 // key is the canonical, all-lower-case form used for state and matching.
@@ -71,6 +72,62 @@ func (s siteID) object(upper bool) siteObject {
 	}
 }
 
+// appendObject appends the JSON of s.object(upper), byte for byte what
+// json.Marshal writes (TestAppendObjectMatchesMarshal holds it to that),
+// without reflection: add answers are mostly site objects. It relies on
+// parseSiteID having admitted only characters JSON needs no escape for.
+func (s siteID) appendObject(dst []byte, upper bool) []byte {
+	site, web := s.site, s.web
+	appendGUID := func(dst []byte, g string) []byte {
+		if !upper {
+			return append(dst, g...)
+		}
+		for i := 0; i < len(g); i++ {
+			c := g[i]
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			dst = append(dst, c)
+		}
+		return dst
+	}
+	appendLowerHost := func(dst []byte) []byte {
+		for i := 0; i < len(s.host); i++ {
+			c := s.host[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			dst = append(dst, c)
+		}
+		return dst
+	}
+	appendURL := func(dst []byte) []byte {
+		dst = append(dst, "https://"...)
+		dst = appendLowerHost(dst)
+		dst = append(dst, "/sites/Site-"...)
+		return append(dst, web[:8]...)
+	}
+	dst = append(dst, `{"id":"`...)
+	dst = append(dst, s.host...)
+	dst = append(dst, ',')
+	dst = appendGUID(dst, site)
+	dst = append(dst, ',')
+	dst = appendGUID(dst, web)
+	dst = append(dst, `","webUrl":"`...)
+	dst = appendURL(dst)
+	dst = append(dst, `","name":"Site-`...)
+	dst = append(dst, web[:8]...)
+	dst = append(dst, `","sharepointIds":{"siteId":"`...)
+	dst = appendGUID(dst, site)
+	dst = append(dst, `","webId":"`...)
+	dst = appendGUID(dst, web)
+	dst = append(dst, `","siteUrl":"`...)
+	dst = appendURL(dst)
+	dst = append(dst, `"},"siteCollection":{"hostname":"`...)
+	dst = appendLowerHost(dst)
+	return append(dst, `"}}`...)
+}
+
 // sibling is a different, deterministic site id on the same site collection,
 // used for the error entry of an id that was never requested.
 func (s siteID) sibling() siteID {
@@ -84,8 +141,8 @@ func validHost(h string) bool {
 	if h == "" || len(h) > 253 {
 		return false
 	}
-	for _, r := range h {
-		switch {
+	for i := 0; i < len(h); i++ {
+		switch r := h[i]; {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '.':
 		default:
 			return false
@@ -120,7 +177,18 @@ func isHex(c byte) bool {
 
 // formatGUID renders 16 bytes as a lower-case hyphenated GUID.
 func formatGUID(b []byte) string {
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	const digits = "0123456789abcdef"
+	var out [36]byte
+	j := 0
+	for i, c := range b[:16] {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out[j] = '-'
+			j++
+		}
+		out[j], out[j+1] = digits[c>>4], digits[c&0x0f]
+		j += 2
+	}
+	return string(out[:])
 }
 
 // siteObject is the JSON shape of a followed site in add answers.
