@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/sitefollow/sitefollow/internal/bench"
+	"github.com/sitefollow/sitefollow/internal/config"
 )
 
 // benchCommand is `consumer bench`: it runs the benchmark scenarios against
@@ -60,6 +61,13 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	rep, runErr := bench.Run(ctx, bench.Options{
 		Short: *short, Scenarios: names, WorkDir: dir, Timeout: *timeout,
 		Exe: exe, Env: os.Environ(), Progress: stderr,
+		Serve: func(ctx context.Context, cfg config.Config, logs io.Writer) error {
+			log, err := config.NewLogger(cfg, logs)
+			if err != nil {
+				return err
+			}
+			return serve(ctx, cfg, log, nil)
+		},
 	})
 	if rep == nil {
 		return runErr

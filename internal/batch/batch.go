@@ -83,6 +83,7 @@ func (b *Batch[M]) Calls(max int) [][]*Item[M] {
 
 type entry[M any] struct {
 	at         time.Time
+	key        string
 	site       string
 	action     event.Action
 	seq        uint64
@@ -156,12 +157,12 @@ func (a *Aggregator[M]) Add(userID string, action event.Action, sites []string, 
 		old := u.pending[sk]
 		switch {
 		case old == nil:
-			u.pending[sk] = &entry[M]{at: now, site: site, action: action, seq: seq, ticket: t}
+			u.pending[sk] = &entry[M]{at: now, key: sk, site: site, action: action, seq: seq, ticket: t}
 			a.sites++
 		case seq > old.seq:
 			// The winner keeps the loser's place in time: the user has been
 			// waiting for this site since the first request.
-			u.pending[sk] = &entry[M]{at: old.at, site: site, action: action, seq: seq, ticket: t,
+			u.pending[sk] = &entry[M]{at: old.at, key: sk, site: site, action: action, seq: seq, ticket: t,
 				superseded: append(old.superseded, old.ticket)}
 		default:
 			old.superseded = append(old.superseded, t)
@@ -233,7 +234,7 @@ func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
 		}
 		*n++
 		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded})
-		delete(u.pending, event.SiteKey(e.site))
+		delete(u.pending, e.key)
 	}
 	a.sites -= len(b.Items)
 	u.since = since

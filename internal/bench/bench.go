@@ -43,6 +43,10 @@ type Options struct {
 	// Env is the consumer's base environment; the harness adds the settings
 	// pointing it at each scenario's NATS server and simulator.
 	Env []string
+	// Serve runs the consumer inside this process. Throughput uses it, so
+	// that it shares the ceiling's process layout (see throughput); without
+	// it throughput runs the child process only.
+	Serve ServeFunc
 	// Progress receives a line as each step starts; nil discards them.
 	Progress io.Writer
 }
@@ -63,7 +67,7 @@ type scenario struct {
 func (r *runner) scenarios() []scenario {
 	return []scenario{
 		{"ceiling", 1, r.ceiling},
-		{"throughput", 1, r.throughput},
+		{"throughput", 7, r.throughput},
 		{"aggregation", 1, r.aggregation},
 		{"throttled", 1, r.throttled},
 		{"latency", 1, r.latency},
@@ -119,6 +123,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Short {
 		r.size = shortSizes()
 	}
+	r.paired = slices.ContainsFunc(selected, func(s scenario) bool { return s.name == "ceiling" }) &&
+		slices.ContainsFunc(selected, func(s scenario) bool { return s.name == "throughput" })
 	for _, s := range selected {
 		rep.Scenarios = append(rep.Scenarios, s.name)
 		r.logf("== %s", s.name)
@@ -177,6 +183,7 @@ func baseSettings(env []string) (config.Config, error) {
 // sizes are a run's counts and durations.
 type sizes struct {
 	throughputEvents, throughputUsers int // also the ceiling's
+	throughputRounds                  int // ceiling/throughput pairs
 	aggregationUsers                  int
 	throttledUsers, throttledPerUser  int
 	throttledSkip, throttledWindow    time.Duration
@@ -194,7 +201,7 @@ type sizes struct {
 
 func fullSizes() sizes {
 	return sizes{
-		throughputEvents: 200_000, throughputUsers: 1_000,
+		throughputEvents: 200_000, throughputUsers: 1_000, throughputRounds: 3,
 		aggregationUsers: 1_000,
 		throttledUsers:   1_000, throttledPerUser: 100,
 		throttledSkip: 5 * time.Second, throttledWindow: 30 * time.Second,
@@ -210,7 +217,7 @@ func fullSizes() sizes {
 // full count would leave each user a single request.
 func shortSizes() sizes {
 	return sizes{
-		throughputEvents: 2_000, throughputUsers: 100,
+		throughputEvents: 2_000, throughputUsers: 100, throughputRounds: 1,
 		aggregationUsers: 10,
 		throttledUsers:   100, throttledPerUser: 40,
 		throttledSkip: time.Second, throttledWindow: 2 * time.Second,
@@ -229,6 +236,9 @@ type runner struct {
 	size sizes
 	// ceilingRate is the ceiling's events/s, 0 until measured.
 	ceilingRate float64
+	// paired is set when both ceiling and throughput run: throughput then
+	// measures the ceiling, alternating with itself.
+	paired bool
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -251,7 +261,14 @@ func (r *runner) add(row Row) {
 
 // newRig builds a rig for one part of a scenario, in its own directory.
 func (r *runner) newRig(part string, sim graphsim.Options, settings map[string]string) (*rig, error) {
+	return r.newRigIn(part, sim, settings, nil)
+}
+
+// newRigIn is newRig with the consumer run by serve in this process when
+// serve is not nil.
+func (r *runner) newRigIn(part string, sim graphsim.Options, settings map[string]string, serve ServeFunc) (*rig, error) {
 	return newRig(rigOptions{
+		serve:    serve,
 		name:     part,
 		dir:      filepath.Join(r.opts.WorkDir, part),
 		sim:      sim,

@@ -417,3 +417,20 @@ func TestAckLogSeesAcksFromOutside(t *testing.T) {
 		t.Errorf("dropped: got %d, %v; want 0, nil", n, err)
 	}
 }
+
+func TestMedian(t *testing.T) {
+	tests := []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{3}, 3},
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	}
+	for _, tt := range tests {
+		if got := median(tt.in); got != tt.want {
+			t.Errorf("median(%v): got %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}

@@ -44,11 +44,80 @@ type rig struct {
 	acks *ackLog
 	pubs *pubLog
 
-	cfg  config.Config // what the consumer under test reads from env
-	env  []string
-	exe  string
-	proc *child
-	logf func(format string, args ...any)
+	cfg   config.Config // what the consumer under test reads from env
+	env   []string
+	exe   string
+	serve ServeFunc // when set, the consumer runs in this process
+	proc  consumerUnderTest
+	logf  func(format string, args ...any)
+}
+
+// consumerUnderTest is the service a scenario measures: the binary in a
+// child process, or the same serve code inside this process.
+type consumerUnderTest interface {
+	// done is closed when the consumer stopped, by itself or by stop.
+	done() <-chan struct{}
+	// exitError says why it stopped; valid once done is closed.
+	exitError() error
+	// stop asks it to shut down cleanly and waits up to grace.
+	stop(grace time.Duration) (memory, error)
+	kill()
+}
+
+// ServeFunc runs the consumer in this process until ctx ends, as `run`
+// does; the benchmark uses it where the figure compared is a rate beside
+// the in-process ceiling, so both share one process layout.
+// It logs to logs, as the child process logs to its log file.
+type ServeFunc func(ctx context.Context, cfg config.Config, logs io.Writer) error
+
+// inProcess is the consumer running in this process. Its memory cannot be
+// told apart from NATS's and the simulator's, so it reports none.
+type inProcess struct {
+	logs   *os.File
+	cancel context.CancelFunc
+	exited chan struct{}
+	err    error // valid once exited is closed
+}
+
+func startInProcess(serve ServeFunc, cfg config.Config, logPath string) (*inProcess, error) {
+	logs, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("consumer log: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &inProcess{logs: logs, cancel: cancel, exited: make(chan struct{})}
+	go func() {
+		defer close(p.exited)
+		p.err = serve(ctx, cfg, logs)
+		if err := logs.Close(); err != nil && p.err == nil {
+			p.err = fmt.Errorf("consumer log: %w", err)
+		}
+	}()
+	return p, nil
+}
+
+func (p *inProcess) done() <-chan struct{} { return p.exited }
+
+func (p *inProcess) exitError() error {
+	if p.err == nil {
+		return errConsumerExited
+	}
+	return fmt.Errorf("%w: %w", errConsumerExited, p.err)
+}
+
+func (p *inProcess) stop(grace time.Duration) (memory, error) {
+	p.cancel()
+	select {
+	case <-p.exited:
+		return memory{}, p.err
+	case <-time.After(grace):
+		return memory{}, fmt.Errorf("in-process consumer still running %s after cancel", grace)
+	}
+}
+
+func (p *inProcess) kill() {
+	p.cancel()
+	<-p.exited
 }
 
 // rigOptions say how to build a rig.
@@ -58,6 +127,7 @@ type rigOptions struct {
 	sim      graphsim.Options
 	settings map[string]string // consumer settings for this scenario
 	exe      string
+	serve    ServeFunc
 	baseEnv  []string
 	logf     func(format string, args ...any) // progress and warnings
 }
@@ -65,7 +135,7 @@ type rigOptions struct {
 // newRig starts NATS and the simulator and connects to NATS. On error it
 // leaves nothing running.
 func newRig(o rigOptions) (_ *rig, err error) {
-	g := &rig{name: o.name, dir: o.dir, exe: o.exe, pubs: &pubLog{}, logf: o.logf}
+	g := &rig{name: o.name, dir: o.dir, exe: o.exe, serve: o.serve, pubs: &pubLog{}, logf: o.logf}
 	defer func() {
 		if err != nil {
 			g.close()
@@ -223,7 +293,7 @@ func (g *rig) waitEmpty(ctx context.Context) (time.Time, error) {
 		}
 		var exited <-chan struct{}
 		if g.proc != nil {
-			exited = g.proc.exited
+			exited = g.proc.done()
 		}
 		select {
 		case <-ctx.Done():
@@ -265,7 +335,7 @@ func (g *rig) waitPulling(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: wait for the consumer to pull: %w", g.name, ctx.Err())
-		case <-g.proc.exited:
+		case <-g.proc.done():
 			return fmt.Errorf("%s: %w", g.name, g.proc.exitError())
 		case <-tick.C:
 		}
@@ -275,6 +345,14 @@ func (g *rig) waitPulling(ctx context.Context) error {
 // startConsumer starts the real consumer as a child process.
 func (g *rig) startConsumer() error {
 	logPath := filepath.Join(g.dir, "consumer.log")
+	if g.serve != nil {
+		p, err := startInProcess(g.serve, g.cfg, logPath)
+		if err != nil {
+			return fmt.Errorf("%s: %w", g.name, err)
+		}
+		g.proc = p
+		return nil
+	}
 	p, err := startChild(g.exe, g.env, logPath, g.logf)
 	if err != nil {
 		return fmt.Errorf("%s: %w", g.name, err)
@@ -421,6 +499,8 @@ func (c *child) closeLog() {
 }
 
 // exitError describes an unexpected exit, with the end of the log.
+func (c *child) done() <-chan struct{} { return c.exited }
+
 func (c *child) exitError() error {
 	<-c.exited
 	c.closeLog()

@@ -99,3 +99,17 @@ func earlyAfterAnswer(calls []graphsim.Call, latency, margin time.Duration) int 
 	}
 	return early
 }
+
+// median is the middle of xs (the mean of the middle two for an even
+// count); 0 for none. It does not reorder xs.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/cenkalti/backoff/v4"
@@ -556,9 +557,11 @@ func (r *run) attempt(ctx context.Context) error {
 		return err
 	}
 	resp, err := r.send(ctx, keys, token, body)
+	defer func() { resp.release(r.c) }()
 	r.c.pace(resp)
 	if err == nil && resp.status == http.StatusUnauthorized {
 		r.logCall(resp, nil)
+		resp.release(r.c)
 		// Graph rejected the token (revoked, rotated secret, CAE event): get
 		// a new one, bypassing every cache, and try exactly once more.
 		r.c.metrics.retry(r.op, reasonUnauthorized)
@@ -798,7 +801,7 @@ func (r *run) handleEntries(keys []string, resp *response) error {
 	for _, en := range entries {
 		st := r.sites[strings.ToLower(en.ID)]
 		if st == nil || !st.verdict.requested {
-			unrequested = append(unrequested, en.ID)
+			unrequested = append(unrequested, strings.Clone(en.ID))
 			continue
 		}
 		v := &st.verdict
@@ -858,6 +861,7 @@ type call struct {
 // response is what is kept of one HTTP answer.
 type response struct {
 	call
+	buf             *bytes.Buffer // backs body; see view
 	status          int
 	header          http.Header
 	body            string
@@ -915,15 +919,16 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 	resp, err := c.httpClient.Do(req)
 	var out *response
 	if err == nil {
-		var data string
-		data, err = c.readBody(resp)
+		var buf *bytes.Buffer
+		buf, err = c.readBody(resp)
 		if err != nil {
 			err = fmt.Errorf("read %d answer: %w", resp.StatusCode, err)
 		} else {
 			out = &response{
+				buf:             buf,
+				body:            view(buf.Bytes()),
 				status:          resp.StatusCode,
 				header:          resp.Header,
-				body:            data,
 				requestID:       resp.Header.Get("Request-Id"),
 				clientRequestID: orDefault(resp.Header.Get("Client-Request-Id"), info.clientRequestID),
 			}
@@ -950,24 +955,46 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 	return out, nil
 }
 
-// readBody reads and closes an answer's body, through a pooled buffer so
-// that only the final string is allocated. Reading to the end lets the
+// readBody reads and closes an answer's body into a pooled buffer, which
+// the caller hands back with response.release. Reading to the end lets the
 // connection be reused.
-func (c *Client) readBody(resp *http.Response) (string, error) {
+func (c *Client) readBody(resp *http.Response) (*bytes.Buffer, error) {
 	buf, ok := c.bufs.Get().(*bytes.Buffer)
 	if !ok {
 		buf = new(bytes.Buffer)
 	}
-	defer c.bufs.Put(buf)
 	buf.Reset()
 	_, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponseBytes))
 	if cerr := resp.Body.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return "", err
+		c.bufs.Put(buf)
+		return nil, err
 	}
-	return buf.String(), nil
+	return buf, nil
+}
+
+// view is b as a string without copying it. An add answer is several KB
+// per call and only a few ids and error texts of it outlive the call, so
+// the answer is read in place: every string kept beyond release (error
+// codes and messages, unrequested ids) is cloned first, and nothing writes
+// to b while the view exists.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// release returns the answer's buffer to the pool; body is unusable after.
+func (p *response) release(c *Client) {
+	if p == nil || p.buf == nil {
+		return
+	}
+	p.body = ""
+	c.bufs.Put(p.buf)
+	p.buf = nil
 }
 
 // logCall writes the one log line of an HTTP call. Tokens never reach it.
@@ -1066,7 +1093,8 @@ func (p *response) entries() ([]entry, error) {
 // siteError builds the SiteError for a per-entry verdict, which carries no
 // request ids of its own: they come from the response headers.
 func (p *response) siteError(code, msg string) *SiteError {
-	return &SiteError{Code: code, Message: msg, HTTPStatus: p.status, RequestID: p.requestID, ClientRequestID: p.clientRequestID}
+	return &SiteError{Code: strings.Clone(code), Message: strings.Clone(msg), HTTPStatus: p.status,
+		RequestID: p.requestID, ClientRequestID: p.clientRequestID}
 }
 
 // wholeCallError builds the SiteError for a whole-call error body, using

@@ -76,22 +76,68 @@ func New(cfg Config, graph Graph, dlq DeadLetters, log zerolog.Logger, metrics *
 		cfg.Now = time.Now
 	}
 	if cfg.PullMaxMessages <= 0 {
-		cfg.PullMaxMessages = min(max(cfg.MaxAckPending/4, 100), 2000)
+		cfg.PullMaxMessages = min(max(cfg.MaxAckPending/4, 100), 5000)
 	}
 	return &Handler{cfg: cfg, graph: graph, dlq: dlq, log: log, metrics: metrics,
 		decoder: event.Decoder{MaxSites: cfg.EventMaxSites}}
+}
+
+// delivery is a decoded message on its way from the Consume callback to the
+// loop. The request travels beside the message rather than in it: once
+// aggregated, only its sites matter, and a held message stays small.
+type delivery struct {
+	t   *tracked
+	req event.Request
 }
 
 // tracked is one delivered message while the handler holds it.
 type tracked struct {
 	msg      jetstream.Msg
 	meta     *jetstream.MsgMetadata
-	req      event.Request
 	err      error // decode failure: dead-letter as invalidEvent
 	progress time.Time
 	// notBefore is the longest Retry-After Graph gave for one of the
 	// message's sites; a NAK never asks for redelivery sooner.
 	notBefore time.Duration
+	// prev and next link the message into the loop's heldSet.
+	prev, next *tracked
+}
+
+// heldSet is every message delivered and not yet settled, as an intrusive
+// list: tens of thousands come and go each second, and a list costs no
+// hashing and no allocation to add to or remove from.
+type heldSet struct {
+	root tracked // sentinel: root.next is the oldest
+	n    int
+}
+
+func (s *heldSet) add(t *tracked) {
+	if s.root.next == nil {
+		s.root.next, s.root.prev = &s.root, &s.root
+	}
+	t.prev, t.next = s.root.prev, &s.root
+	s.root.prev.next = t
+	s.root.prev = t
+	s.n++
+}
+
+func (s *heldSet) remove(t *tracked) {
+	if t.next == nil {
+		return
+	}
+	t.prev.next, t.next.prev = t.next, t.prev
+	t.prev, t.next = nil, nil
+	s.n--
+}
+
+// all lists the held messages, oldest first, so callers may remove while
+// they go.
+func (s *heldSet) all() []*tracked {
+	out := make([]*tracked, 0, s.n)
+	for t := s.root.next; t != nil && t != &s.root; t = t.next {
+		out = append(out, t)
+	}
+	return out
 }
 
 type item = batch.Item[*tracked]
@@ -110,11 +156,10 @@ type result struct {
 func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 	// Buffered beyond anything the server can have outstanding, so the
 	// Consume callback never waits on the loop.
-	inbox := make(chan *tracked, h.cfg.MaxAckPending+h.cfg.PullMaxMessages)
+	inbox := make(chan delivery, h.cfg.MaxAckPending+h.cfg.PullMaxMessages)
 	l := &loop{
 		h:       h,
 		agg:     batch.New[*tracked](h.cfg.BatchMaxSites, h.cfg.BatchLinger),
-		held:    make(map[*tracked]struct{}),
 		results: make(chan result, 2*h.cfg.MaxConcurrency),
 		inbox:   inbox,
 	}
@@ -142,14 +187,14 @@ func (h *Handler) settle(t *tracked, retry bool) {
 		if err := t.msg.Ack(); err != nil {
 			h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("ack failed; the message will be redelivered")
 		}
-		h.metrics.settled("ack")
+		h.metrics.settled(true)
 		return
 	}
 	delay := max(h.nakDelay(t.meta.NumDelivered), t.notBefore)
 	if err := t.msg.NakWithDelay(delay); err != nil {
 		h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("nak failed; the message will be redelivered after AckWait")
 	}
-	h.metrics.settled("nak")
+	h.metrics.settled(false)
 }
 
 // nakDelay grows with the delivery count so a struggling Graph sees less

@@ -15,12 +15,12 @@ import (
 type subscription struct {
 	h     *Handler
 	open  OpenConsumer
-	inbox chan<- *tracked
+	inbox chan<- delivery
 	errs  chan error
 	cc    jetstream.ConsumeContext
 }
 
-func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox chan<- *tracked) (*subscription, error) {
+func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox chan<- delivery) (*subscription, error) {
 	s := &subscription{h: h, open: open, inbox: inbox, errs: make(chan error, 16)}
 	if err := s.start(ctx); err != nil {
 		return nil, err
@@ -56,9 +56,9 @@ func (s *subscription) receive(msg jetstream.Msg) {
 		s.h.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata ignored")
 		return
 	}
-	t := &tracked{msg: msg, meta: meta, progress: s.h.cfg.Now()}
-	t.req, t.err = s.h.decoder.Decode(msg.Data())
-	s.inbox <- t
+	d := delivery{t: &tracked{msg: msg, meta: meta, progress: s.h.cfg.Now()}}
+	d.req, d.t.err = s.h.decoder.Decode(msg.Data())
+	s.inbox <- d
 }
 
 // restart rebuilds the subscription after the client gave up on it, retrying
@@ -91,9 +91,9 @@ func (s *subscription) stop() {
 type loop struct {
 	h       *Handler
 	agg     *batch.Aggregator[*tracked]
-	held    map[*tracked]struct{}
+	held    heldSet
 	results chan result
-	inbox   chan *tracked
+	inbox   chan delivery
 	workers int
 	invalid []*tracked
 
@@ -122,8 +122,8 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case t := <-l.inbox:
-			l.acceptBurst(t)
+		case d := <-l.inbox:
+			l.acceptBurst(d)
 			if h.cfg.BatchQuiet > 0 && l.backlog == 0 {
 				quiet.Reset(h.cfg.BatchQuiet)
 			}
@@ -137,7 +137,7 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 			l.keepAlive()
 		case <-gauges.C:
 			sites, users := l.agg.Stats()
-			h.metrics.gauges(sites, users, len(l.held))
+			h.metrics.gauges(sites, users, l.held.n)
 		case err := <-sub.errs:
 			if consumerGone(err) {
 				h.log.Warn().Err(err).Msg("consumer lost")
@@ -169,22 +169,23 @@ func (l *loop) armTimer(t *time.Timer, armed time.Time) time.Time {
 // acceptBurst takes t and whatever else is already waiting, up to a bound,
 // so a busy inbox costs one dispatch and one timer check per burst rather
 // than per message.
-func (l *loop) acceptBurst(t *tracked) {
+func (l *loop) acceptBurst(d delivery) {
 	now := l.h.cfg.Now()
 	l.lastArrival, l.quiet = now, false
-	l.accept(t, now)
+	l.accept(d, now)
 	for range 255 {
 		select {
-		case t := <-l.inbox:
-			l.accept(t, now)
+		case d := <-l.inbox:
+			l.accept(d, now)
 		default:
 			return
 		}
 	}
 }
 
-func (l *loop) accept(t *tracked, now time.Time) {
-	l.held[t] = struct{}{}
+func (l *loop) accept(d delivery, now time.Time) {
+	t := d.t
+	l.held.add(t)
 	l.backlog = t.meta.NumPending
 	h := l.h
 	if t.err != nil {
@@ -193,7 +194,7 @@ func (l *loop) accept(t *tracked, now time.Time) {
 		return
 	}
 	h.metrics.event("valid")
-	l.agg.Add(t.req.UserID, t.req.Action, t.req.SiteIDs, t.meta.Sequence.Stream, t, now)
+	l.agg.Add(d.req.UserID, d.req.Action, d.req.SiteIDs, t.meta.Sequence.Stream, t, now)
 }
 
 // dispatch starts workers for due batches and invalid events while fewer
@@ -228,7 +229,7 @@ func (l *loop) finish(r result) {
 	h := l.h
 	l.workers--
 	if r.invalid != nil {
-		delete(l.held, r.invalid)
+		l.held.remove(r.invalid)
 		if r.dlqErr != nil {
 			h.log.Error().Err(r.dlqErr).Msg("invalid event kept for redelivery")
 		}
@@ -236,7 +237,7 @@ func (l *loop) finish(r result) {
 		return
 	}
 	for _, d := range l.agg.Complete(r.batch, h.cfg.Now()) {
-		delete(l.held, d.Msg)
+		l.held.remove(d.Msg)
 		h.settle(d.Msg, d.Retry)
 	}
 }
@@ -246,7 +247,7 @@ func (l *loop) finish(r result) {
 // being worked on, so a slow Graph never causes a redelivery storm.
 func (l *loop) keepAlive() {
 	now := l.h.cfg.Now()
-	for t := range l.held {
+	for t := l.held.root.next; t != nil && t != &l.held.root; t = t.next {
 		if now.Sub(t.progress) < l.h.cfg.AckWait/3 {
 			continue
 		}
@@ -263,15 +264,15 @@ func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) 
 	h := l.h
 	for drained := false; !drained; {
 		select {
-		case t := <-l.inbox:
-			l.accept(t, h.cfg.Now())
+		case d := <-l.inbox:
+			l.accept(d, h.cfg.Now())
 		default:
 			drained = true
 		}
 	}
 	deadline := time.NewTimer(h.cfg.ShutdownTimeout)
 	defer deadline.Stop()
-	h.log.Info().Int("held", len(l.held)).Msg("shutting down: flushing pending batches")
+	h.log.Info().Int("held", l.held.n).Msg("shutting down: flushing pending batches")
 	for {
 		l.dispatch(workCtx, true)
 		if l.workers == 0 {
@@ -285,8 +286,8 @@ func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) 
 			cancelWork()
 		}
 	}
-	for t := range l.held {
+	for _, t := range l.held.all() {
 		h.settle(t, true)
-		delete(l.held, t)
+		l.held.remove(t)
 	}
 }

@@ -17,6 +17,11 @@ type Metrics struct {
 	pendingSites prometheus.Gauge
 	inFlight     prometheus.Gauge
 	heldMessages prometheus.Gauge
+
+	// siteCounters are sites's children resolved once: they are bumped for
+	// every site, and a label lookup per site shows in profiles.
+	siteCounters [2][4]prometheus.Counter // [follow, unfollow][superseded, applied, rejected, unresolved]
+	acks, naks   prometheus.Counter
 }
 
 // NewMetrics registers the handler's collectors on reg.
@@ -45,6 +50,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.events, m.sites, m.deadLetters, m.messages, m.pendingSites, m.inFlight, m.heldMessages)
+	for a, action := range []event.Action{event.Follow, event.Unfollow} {
+		for o, outcome := range []string{"superseded", "applied", "rejected", "unresolved"} {
+			m.siteCounters[a][o] = m.sites.WithLabelValues(string(action), outcome)
+		}
+	}
+	m.acks, m.naks = m.messages.WithLabelValues("ack"), m.messages.WithLabelValues("nak")
 	return m
 }
 
@@ -54,19 +65,19 @@ func (m *Metrics) event(result string) {
 	}
 }
 
-var outcomeNames = map[graphclient.Outcome]string{
-	graphclient.Applied:    "applied",
-	graphclient.Rejected:   "rejected",
-	graphclient.Unresolved: "unresolved",
-}
-
 func (m *Metrics) site(action event.Action, o graphclient.Outcome, superseded int) {
 	if m == nil {
 		return
 	}
-	m.sites.WithLabelValues(string(action), outcomeNames[o]).Inc()
+	a := 0
+	if action == event.Unfollow {
+		a = 1
+	}
+	if o >= graphclient.Applied && o <= graphclient.Unresolved {
+		m.siteCounters[a][o].Inc()
+	}
 	if superseded > 0 {
-		m.sites.WithLabelValues(string(action), "superseded").Add(float64(superseded))
+		m.siteCounters[a][0].Add(float64(superseded))
 	}
 }
 
@@ -76,9 +87,13 @@ func (m *Metrics) deadLettered(code string) {
 	}
 }
 
-func (m *Metrics) settled(result string) {
-	if m != nil {
-		m.messages.WithLabelValues(result).Inc()
+func (m *Metrics) settled(ack bool) {
+	switch {
+	case m == nil:
+	case ack:
+		m.acks.Inc()
+	default:
+		m.naks.Inc()
 	}
 }
 
