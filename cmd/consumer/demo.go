@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -147,9 +148,9 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 		"SITEFOLLOW_CA_FILE":    caFile,
 		"SITEFOLLOW_HTTP_ADDR":  "127.0.0.1:0",
 		"SITEFOLLOW_PROVISION":  "true",
-		"SITEFOLLOW_LOG_FORMAT": or(getenv("SITEFOLLOW_LOG_FORMAT"), "console"),
-		"SITEFOLLOW_LOG_LEVEL":  or(getenv("SITEFOLLOW_LOG_LEVEL"), "info"),
-		"SITEFOLLOW_GRAPH_ORG":  or(getenv("SITEFOLLOW_GRAPH_ORG"), "Contoso"),
+		"SITEFOLLOW_LOG_FORMAT": cmp.Or(getenv("SITEFOLLOW_LOG_FORMAT"), "console"),
+		"SITEFOLLOW_LOG_LEVEL":  cmp.Or(getenv("SITEFOLLOW_LOG_LEVEL"), "info"),
+		"SITEFOLLOW_GRAPH_ORG":  cmp.Or(getenv("SITEFOLLOW_GRAPH_ORG"), "Contoso"),
 	}
 	cfg, err := config.Load(nil, func(k string) string {
 		if v, ok := overrides[k]; ok {
@@ -200,13 +201,6 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 		return fmt.Errorf("demo: %w", settleErr)
 	}
 	return nil
-}
-
-func or(v, def string) string {
-	if v != "" {
-		return v
-	}
-	return def
 }
 
 func removeAll(w io.Writer, dir string) {
@@ -315,7 +309,7 @@ func printSummary(ctx context.Context, w io.Writer, js jetstream.JetStream, cfg 
 			} else {
 				what = siteName(what)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", d.Error.Code, or(d.UserID, "(no user)"), what, d.Error.Message)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", d.Error.Code, cmp.Or(d.UserID, "(no user)"), what, d.Error.Message)
 		}
 	}
 	return tw.Flush()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"net/http"
@@ -61,7 +62,7 @@ func TestOpsEndpoints(t *testing.T) {
 			cfg, err := config.Load(nil, envFrom(map[string]string{
 				"NATS_URL": ns.ClientURL(), "SITEFOLLOW_GRAPH_URL": sim.GraphURL(),
 				"AZURE_AUTHORITY_HOST": sim.AuthorityURL(), "AZURE_TENANT_ID": sim.TenantID(),
-				"AZURE_CLIENT_ID": sim.ClientID(), "AZURE_CLIENT_SECRET": or(tt.secret, sim.ClientSecret()),
+				"AZURE_CLIENT_ID": sim.ClientID(), "AZURE_CLIENT_SECRET": cmp.Or(tt.secret, sim.ClientSecret()),
 				"SITEFOLLOW_CA_FILE": ca, "SITEFOLLOW_HTTP_ADDR": "127.0.0.1:0", "SITEFOLLOW_BATCH_LINGER": "10ms",
 			}), io.Discard)
 			if err != nil {

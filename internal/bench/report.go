@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -99,7 +100,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sitefollow benchmark, %s\n", r.Date.Format(time.RFC3339))
 	fmt.Fprintf(&b, "machine: %s/%s, GOMAXPROCS %d, NumCPU %d, %s, load average at start %s\n",
-		r.Machine.OS, r.Machine.Arch, r.Machine.GOMAXPROCS, r.Machine.NumCPU, r.Machine.GoVersion, or(r.Machine.LoadAverage, "unknown"))
+		r.Machine.OS, r.Machine.Arch, r.Machine.GOMAXPROCS, r.Machine.NumCPU, r.Machine.GoVersion, cmp.Or(r.Machine.LoadAverage, "unknown"))
 	fmt.Fprintf(&b, "consumer: batch %d sites, linger %s, max concurrency %d, max ack pending %d\n",
 		r.Consumer.BatchMaxSites, r.Consumer.BatchLinger, r.Consumer.MaxConcurrency, r.Consumer.MaxAckPending)
 	if r.Short {
@@ -154,11 +155,4 @@ func (r *Report) WriteJSON(path string) error {
 		return fmt.Errorf("write json: %w", err)
 	}
 	return nil
-}
-
-func or(v, def string) string {
-	if v != "" {
-		return v
-	}
-	return def
 }

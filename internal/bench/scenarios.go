@@ -298,23 +298,35 @@ func aggregationRequests(users int, pool []string) []event.Request {
 	return reqs
 }
 
+// runningRig is a rig whose consumer is running and pulling, for the
+// scenarios that publish to a live consumer. On error nothing is left
+// running.
+func (r *runner) runningRig(ctx context.Context, name string, sim graphsim.Options) (*rig, error) {
+	g, err := r.newRig(name, sim, nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := g.provision(ctx); err == nil {
+		err = g.startConsumer()
+	}
+	if err == nil {
+		err = g.waitPulling(ctx)
+	}
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	return g, nil
+}
+
 // aggregation publishes bursts, well within the linger time, to a running
 // consumer and compares its Graph calls with the fewest possible.
 func (r *runner) aggregation(ctx context.Context) error {
-	g, err := r.newRig("aggregation", graphsim.Options{Sites: sitePool()}, nil)
+	g, err := r.runningRig(ctx, "aggregation", graphsim.Options{Sites: sitePool()})
 	if err != nil {
 		return err
 	}
 	defer g.close()
-	if _, err := g.provision(ctx); err != nil {
-		return err
-	}
-	if err := g.startConsumer(); err != nil {
-		return err
-	}
-	if err := g.waitPulling(ctx); err != nil {
-		return err
-	}
 	reqs := aggregationRequests(r.size.aggregationUsers, sitePool())
 	bodies := make([][]byte, len(reqs))
 	for i, q := range reqs {
@@ -483,20 +495,11 @@ func throttleWindow(calls []graphsim.Call, from, to time.Time) windowStats {
 // latency sends a steady load to a running consumer and measures publish →
 // ack for every request.
 func (r *runner) latency(ctx context.Context) error {
-	g, err := r.newRig("latency", graphsim.Options{Sites: sitePool(), Latency: simLatency}, nil)
+	g, err := r.runningRig(ctx, "latency", graphsim.Options{Sites: sitePool(), Latency: simLatency})
 	if err != nil {
 		return err
 	}
 	defer g.close()
-	if _, err := g.provision(ctx); err != nil {
-		return err
-	}
-	if err := g.startConsumer(); err != nil {
-		return err
-	}
-	if err := g.waitPulling(ctx); err != nil {
-		return err
-	}
 	load, err := r.steadyLoad(ctx, g)
 	if err != nil {
 		return err

@@ -14,10 +14,10 @@ package graphclient
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"io"
 	"net"
 	"net/http"
@@ -891,7 +891,7 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 	info := call{
 		attempt:         r.results[r.sites[keys[0]].indexes[0]].Attempts,
 		sites:           len(keys),
-		clientRequestID: newGUID(),
+		clientRequestID: uuid.NewString(),
 	}
 	target := c.baseURL + "/v1.0/users/" + url.PathEscape(r.userID) + "/followedSites/" + string(r.op)
 
@@ -1144,28 +1144,4 @@ func (p *response) retryAfter(now time.Time) (time.Duration, bool) {
 // (Continuous Access Evaluation), or "".
 func (p *response) claimsChallenge() string {
 	return parseClaimsChallenge(p.header.Values("WWW-Authenticate"))
-}
-
-// newGUID returns a random (version 4) GUID for client-request-id.
-func newGUID() string {
-	var b [16]byte
-	// crypto/rand.Read never fails on supported platforms (it aborts the
-	// program instead), so its error needs no handling path.
-	if _, err := rand.Read(b[:]); err != nil {
-		panic("graphclient: crypto/rand: " + err.Error())
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	const digits = "0123456789abcdef"
-	var out [36]byte
-	j := 0
-	for i, c := range b {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			out[j] = '-'
-			j++
-		}
-		out[j], out[j+1] = digits[c>>4], digits[c&0x0f]
-		j += 2
-	}
-	return string(out[:])
 }

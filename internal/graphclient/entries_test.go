@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"strings"
 	"testing"
 )
@@ -223,21 +222,6 @@ func checkRequestBody(t *testing.T, ids []string) {
 	}
 	if string(got) != string(want) {
 		t.Errorf("requestBody(%q):\ngot  %s\nwant %s", ids, got, want)
-	}
-}
-
-func TestNewGUID(t *testing.T) {
-	guid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
-	seen := make(map[string]bool)
-	for range 1000 {
-		g := newGUID()
-		if !guid.MatchString(g) {
-			t.Fatalf("newGUID() = %q, want a version-4 GUID", g)
-		}
-		if seen[g] {
-			t.Fatalf("newGUID() repeated %q", g)
-		}
-		seen[g] = true
 	}
 }
 

@@ -1,10 +1,9 @@
 package graphsim
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
+	"github.com/google/uuid"
 	"net/http"
 	"time"
 )
@@ -215,13 +214,5 @@ func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) 
 	return nil
 }
 
-// newGUID returns a random version-4 GUID. Request ids need uniqueness, not
-// secrecy, so math/rand is enough.
-func newGUID() string {
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
-	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return formatGUID(b[:])
-}
+// newGUID returns a random version-4 GUID, as Graph's request-id is.
+func newGUID() string { return uuid.NewString() }
