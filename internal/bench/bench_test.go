@@ -184,10 +184,13 @@ func TestEarlyAfterAnswer(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(msec int) time.Time { return t0.Add(time.Duration(msec) * time.Millisecond) }
 	ok := func(msec int) graphsim.Call { return graphsim.Call{At: at(msec), Status: http.StatusOK} }
+	// throttled arrives at msec and is answered 50 ms later with a wait.
 	throttled := func(msec, waitMs int) graphsim.Call {
-		return graphsim.Call{At: at(msec), Status: http.StatusTooManyRequests, RetryAfter: time.Duration(waitMs) * time.Millisecond}
+		wait := time.Duration(waitMs) * time.Millisecond
+		return graphsim.Call{At: at(msec), Status: http.StatusTooManyRequests, RetryAfter: wait,
+			Answered: at(msec + 50), NotBefore: at(msec + 50).Add(wait)}
 	}
-	const latency, margin = 50 * time.Millisecond, 5 * time.Millisecond
+	const margin = 5 * time.Millisecond
 	tests := []struct {
 		name  string
 		calls []graphsim.Call
@@ -200,11 +203,14 @@ func TestEarlyAfterAnswer(t *testing.T) {
 		{"sent after the answer, before the deadline", []graphsim.Call{throttled(0, 100), ok(60), ok(149)}, 2},
 		{"after the deadline", []graphsim.Call{throttled(0, 100), ok(150), ok(200)}, 0},
 		{"the later deadline wins", []graphsim.Call{throttled(0, 300), throttled(10, 20), ok(200)}, 1},
-		{"a 429 without Retry-After sets no deadline", []graphsim.Call{{At: at(0), Status: http.StatusTooManyRequests}, ok(60)}, 0},
+		{"a 429 without Retry-After sets no deadline", []graphsim.Call{{At: at(0), Status: http.StatusTooManyRequests, Answered: at(50)}, ok(60)}, 0},
+		{"answered late: calls before the answer are in flight", []graphsim.Call{
+			{At: at(0), Status: http.StatusTooManyRequests, RetryAfter: 100 * time.Millisecond, Answered: at(90), NotBefore: at(190)},
+			ok(60), ok(94), ok(96)}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := earlyAfterAnswer(tt.calls, latency, margin); got != tt.want {
+			if got := earlyAfterAnswer(tt.calls, margin); got != tt.want {
 				t.Errorf("got %d, want %d", got, tt.want)
 			}
 		})

@@ -68,22 +68,24 @@ func rate(n int, first, last time.Time) float64 {
 }
 
 // earlyAfterAnswer counts calls that arrived before a Retry-After deadline
-// the client had already been told: after a 429 was answered (its arrival
-// plus the simulator's latency plus margin) and before that answer's
-// deadline. The simulator's own count (graphsim.Server.EarlyCalls) also
-// includes calls that were already on their way when the 429 went out,
-// which no client can avoid while it has several calls in flight; this
-// count excludes them. calls must be in arrival order, as Calls returns
-// them.
-func earlyAfterAnswer(calls []graphsim.Call, latency, margin time.Duration) int {
+// the client had already been told: more than margin after a 429 was
+// written, and before the deadline that 429 announced. The simulator's own
+// count (graphsim.Server.EarlyCalls) also includes calls that were already
+// on their way when the 429 went out, which no client can avoid while it
+// has several calls in flight; this count excludes them. margin covers
+// the answer's trip to the client and the client noting it. calls must be
+// in arrival order, as Calls returns them.
+func earlyAfterAnswer(calls []graphsim.Call, margin time.Duration) int {
 	type answer struct{ known, deadline time.Time }
 	var answers []answer
 	for _, c := range calls {
-		if c.Status == http.StatusTooManyRequests && c.RetryAfter > 0 {
-			answered := c.At.Add(latency)
-			answers = append(answers, answer{known: answered.Add(margin), deadline: answered.Add(c.RetryAfter)})
+		if c.Status == http.StatusTooManyRequests && !c.NotBefore.IsZero() {
+			answers = append(answers, answer{known: c.Answered.Add(margin), deadline: c.NotBefore})
 		}
 	}
+	// Answers complete out of arrival order; the scan below needs them by
+	// the time the client could know them.
+	slices.SortFunc(answers, func(a, b answer) int { return a.known.Compare(b.known) })
 	early, next := 0, 0
 	var deadline time.Time
 	for _, c := range calls {

@@ -645,6 +645,11 @@ func (c *Client) pace(resp *response) {
 	}
 	now := c.now()
 	wait, hasWait := resp.retryAfter(now)
+	if hasWait && (resp.status == http.StatusTooManyRequests || resp.status == 509 || resp.status >= 500) {
+		// Close the gate at once, before anything else is done with the
+		// answer, so no other call slips out meanwhile.
+		c.gate.push(wait + gateMargin)
+	}
 	switch resp.status {
 	case http.StatusTooManyRequests, 509:
 		c.pacer.throttle(now, wait)

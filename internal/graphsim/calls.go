@@ -16,6 +16,20 @@ type Call struct {
 	ClientRequestID string
 	UserAgent       string
 	Early           bool // arrived before a previously announced Retry-After deadline had passed
+	// Answered is when the answer was written; zero when none was.
+	Answered time.Time
+	// NotBefore is the app-wide deadline a 429 answer announced; zero for
+	// other answers.
+	NotBefore time.Time
+}
+
+// callResult is what a Graph call's handling learnt and answered.
+type callResult struct {
+	op, user            string
+	ids                 []string
+	status              int
+	retryAfter          time.Duration
+	answered, notBefore time.Time
 }
 
 // beginCall records an arriving Graph request. Early is judged here, against
@@ -37,14 +51,16 @@ func (s *Server) beginCall(at time.Time, clientRequestID, userAgent string) *Cal
 }
 
 // finishCall fills in what the handler learnt and answered.
-func (s *Server) finishCall(c *Call, op, userID string, siteIDs []string, status int, retryAfter time.Duration) {
+func (s *Server) finishCall(c *Call, r callResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c.Op = op
-	c.UserID = userID
-	c.SiteIDs = siteIDs
-	c.Status = status
-	c.RetryAfter = retryAfter
+	c.Op = r.op
+	c.UserID = r.user
+	c.SiteIDs = r.ids
+	c.Status = r.status
+	c.RetryAfter = r.retryAfter
+	c.Answered = r.answered
+	c.NotBefore = r.notBefore
 }
 
 // announce extends the app-wide Retry-After deadline; it only ever moves

@@ -35,29 +35,32 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	rep := s.handleGraph(r, &req)
 	if rep == nil {
 		// The client went away or the server is closing: nobody to answer.
-		s.finishCall(call, req.op, req.user, req.ids, 0, 0)
+		s.finishCall(call, callResult{op: req.op, user: req.user, ids: req.ids})
 		return
 	}
 	status := rep.status()
 	if err := s.writeGraph(w, r, rep); err != nil {
 		status = 0
 	}
+	answered := time.Now()
 	var retryAfter time.Duration
 	if rep.retryAfter != "" {
 		retryAfter = rep.wait
 	}
+	var deadline time.Time
 	if rep.announce {
 		// Announce once the answer is decided and written to the buffer, yet
 		// before the handler returns and the server flushes it: the deadline
 		// then never precedes what a client that read the answer could know,
 		// and is in place before that client can send again.
-		deadline := rep.until
+		deadline = rep.until
 		if deadline.IsZero() {
 			deadline = time.Now().Add(rep.wait)
 		}
 		s.announce(deadline)
 	}
-	s.finishCall(call, req.op, req.user, req.ids, status, retryAfter)
+	s.finishCall(call, callResult{op: req.op, user: req.user, ids: req.ids, status: status,
+		retryAfter: retryAfter, answered: answered, notBefore: deadline})
 }
 
 // handleGraph decides the answer; nil means no answer can be sent.
