@@ -97,6 +97,20 @@ type user[M any] struct {
 	since    time.Time
 	inFlight bool
 	queued   bool
+	// perAction counts pending sites by action: a batch is full when one
+	// action fills a call, since each action is a call of its own.
+	perAction [2]int
+}
+
+func actionIndex(a event.Action) int {
+	if a == event.Unfollow {
+		return 1
+	}
+	return 0
+}
+
+func (u *user[M]) full(maxSites int) bool {
+	return u.perAction[0] >= maxSites || u.perAction[1] >= maxSites
 }
 
 type deadline struct {
@@ -158,8 +172,11 @@ func (a *Aggregator[M]) Add(userID string, action event.Action, sites []string, 
 		switch {
 		case old == nil:
 			u.pending[sk] = &entry[M]{at: now, key: sk, site: site, action: action, seq: seq, ticket: t}
+			u.perAction[actionIndex(action)]++
 			a.sites++
 		case seq > old.seq:
+			u.perAction[actionIndex(old.action)]--
+			u.perAction[actionIndex(action)]++
 			// The winner keeps the loser's place in time: the user has been
 			// waiting for this site since the first request.
 			u.pending[sk] = &entry[M]{at: old.at, key: sk, site: site, action: action, seq: seq, ticket: t,
@@ -168,7 +185,7 @@ func (a *Aggregator[M]) Add(userID string, action event.Action, sites []string, 
 			old.superseded = append(old.superseded, t)
 		}
 	}
-	if !u.inFlight && !u.queued && len(u.pending) >= a.maxSites {
+	if !u.inFlight && !u.queued && u.full(a.maxSites) {
 		a.enqueue(key, u)
 	}
 	return t
@@ -235,6 +252,7 @@ func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
 		*n++
 		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded})
 		delete(u.pending, e.key)
+		u.perAction[actionIndex(e.action)]--
 	}
 	a.sites -= len(b.Items)
 	u.since = since
@@ -281,7 +299,7 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 	switch {
 	case len(u.pending) == 0:
 		delete(a.users, b.key)
-	case len(u.pending) >= a.maxSites || !now.Before(u.since.Add(a.linger)):
+	case u.full(a.maxSites) || !now.Before(u.since.Add(a.linger)):
 		a.enqueue(b.key, u)
 	}
 	return done

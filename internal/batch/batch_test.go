@@ -63,6 +63,18 @@ func TestFlushTriggers(t *testing.T) {
 			want: []string{"u1 follow:1,2,3 unfollow:"},
 		},
 		{
+			name: "fullness is per action: each action is its own call",
+			adds: []add{{"u1", event.Follow, []int{1, 2}, 0}, {"u1", event.Unfollow, []int{3}, 0}},
+			now:  0,
+			want: nil,
+		},
+		{
+			name: "one full action takes the other along",
+			adds: []add{{"u1", event.Unfollow, []int{4}, 0}, {"u1", event.Follow, []int{1, 2, 3}, 0}},
+			now:  0,
+			want: []string{"u1 follow:1,2,3 unfollow:4"},
+		},
+		{
 			name: "linger counts from first pending site",
 			adds: []add{{"u1", event.Follow, []int{1}, 0}, {"u1", event.Unfollow, []int{2}, 900 * time.Millisecond}},
 			now:  time.Second,

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -42,7 +43,7 @@ func (s *subscription) start(ctx context.Context) error {
 			}
 		}))
 	if err != nil {
-		return err
+		return fmt.Errorf("consume: %w", err)
 	}
 	s.cc = cc
 	return nil
