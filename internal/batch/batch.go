@@ -12,6 +12,9 @@
 //   - At most one batch per user is in flight; requests arriving meanwhile
 //     wait for the next one.
 //   - A message (ticket) is done only when every one of its sites is settled.
+//   - A request sent back for redelivery cannot overtake a newer one for the
+//     same (user, site) that was settled meanwhile: when it comes back it is
+//     skipped, as superseded.
 package batch
 
 import (
@@ -46,7 +49,13 @@ type Item[M any] struct {
 	Action event.Action
 	Ticket *Ticket[M]
 	Retry  bool
+	// Skip is set when a newer request for the same site was settled
+	// after this one had been sent back for redelivery: sending it now
+	// would undo the newer one. The caller does not send it; it settles as
+	// superseded.
+	Skip bool
 
+	key        string // the pair key of the user and site
 	superseded []*Ticket[M]
 }
 
@@ -65,7 +74,7 @@ func (b *Batch[M]) Calls(max int) [][]*Item[M] {
 	for _, action := range []event.Action{event.Follow, event.Unfollow} {
 		var cur []*Item[M]
 		for i := range b.Items {
-			if b.Items[i].Action != action {
+			if b.Items[i].Action != action || b.Items[i].Skip {
 				continue
 			}
 			cur = append(cur, &b.Items[i])
@@ -134,12 +143,23 @@ func (d *deadlines) Pop() any {
 	return x
 }
 
+// guard remembers, for one (user, site), the newest request sent back for
+// redelivery and the newest request settled since.
+type guard struct {
+	retried, settled uint64
+}
+
+// maxGuards bounds the memory guards take; past it half are forgotten,
+// which only reopens the (rare) race they close.
+const maxGuards = 100_000
+
 // Aggregator holds pending work for all users. It is not safe for concurrent
 // use: one goroutine owns it.
 type Aggregator[M any] struct {
 	maxSites  int
 	linger    time.Duration
 	users     map[string]*user[M]
+	guards    map[string]*guard
 	deadlines deadlines
 	due       []string
 	sites     int
@@ -149,7 +169,7 @@ type Aggregator[M any] struct {
 // New returns an Aggregator flushing a user at maxSites pending sites or
 // linger after the first one.
 func New[M any](maxSites int, linger time.Duration) *Aggregator[M] {
-	return &Aggregator[M]{maxSites: maxSites, linger: linger, users: make(map[string]*user[M])}
+	return &Aggregator[M]{maxSites: maxSites, linger: linger, users: make(map[string]*user[M]), guards: make(map[string]*guard)}
 }
 
 // Add records a request and returns its ticket. seq orders requests for the
@@ -250,7 +270,10 @@ func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
 			continue
 		}
 		*n++
-		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded})
+		pair := key + "\x00" + e.key
+		g := a.guards[pair]
+		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded,
+			key: pair, Skip: g != nil && g.settled > e.seq})
 		delete(u.pending, e.key)
 		u.perAction[actionIndex(e.action)]--
 	}
@@ -288,7 +311,9 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 	}
 	for i := range b.Items {
 		it := &b.Items[i]
-		settle(it.Ticket, it.Retry)
+		retry := it.Retry && !it.Skip
+		a.watch(it.key, it.Ticket.Seq, retry)
+		settle(it.Ticket, retry)
 		for _, t := range it.superseded {
 			settle(t, false)
 		}
@@ -303,6 +328,43 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 		a.enqueue(b.key, u)
 	}
 	return done
+}
+
+// watch keeps the guard of a pair: a request sent back for redelivery
+// opens it, newer requests settled meanwhile raise its mark, and the
+// returning request itself, settled or skipped, closes it.
+func (a *Aggregator[M]) watch(pair string, seq uint64, retry bool) {
+	g := a.guards[pair]
+	switch {
+	case retry:
+		if g == nil {
+			a.evictGuards()
+			g = &guard{}
+			a.guards[pair] = g
+		}
+		g.retried = max(g.retried, seq)
+	case g == nil:
+	case seq > g.retried:
+		g.settled = max(g.settled, seq)
+	case seq == g.retried:
+		delete(a.guards, pair)
+	}
+}
+
+// evictGuards forgets an arbitrary half of the guards when there are too
+// many (a long Graph outage sends back a great many requests).
+func (a *Aggregator[M]) evictGuards() {
+	if len(a.guards) < maxGuards {
+		return
+	}
+	n := len(a.guards) / 2
+	for k := range a.guards {
+		if n == 0 {
+			break
+		}
+		delete(a.guards, k)
+		n--
+	}
 }
 
 // FlushAll makes every pending batch due now, for shutdown.

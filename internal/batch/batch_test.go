@@ -278,3 +278,62 @@ func BenchmarkAddNext(b *testing.B) {
 		}
 	}
 }
+
+func TestRedeliveredRequestCannotOvertakeNewerOne(t *testing.T) {
+	tests := []struct {
+		name string
+		// newerInFlight: the newer request is taken before the older one
+		// comes back, so the older one waits in pending behind it.
+		newerInFlight bool
+	}{
+		{"older request returns after the newer one settled", false},
+		{"older request returns while the newer one is in flight", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := New[string](20, time.Second)
+			now := t0
+			next := func() *Batch[string] {
+				t.Helper()
+				now = now.Add(time.Second)
+				b, ok := a.Next(now)
+				if !ok {
+					t.Fatal("no batch due")
+				}
+				return b
+			}
+			a.Add("u1", event.Follow, []string{site(1)}, 10, "old", now)
+			b := next()
+			b.Items[0].Retry = true // Graph kept failing: sent back
+			if got := a.Complete(b, now); !slices.Equal(got, []Done[string]{{Msg: "old", Retry: true}}) {
+				t.Fatalf("done: got %+v", got)
+			}
+			a.Add("u1", event.Unfollow, []string{site(1)}, 20, "new", now)
+			nb := next()
+			if tt.newerInFlight {
+				a.Add("u1", event.Follow, []string{site(1)}, 10, "old again", now)
+				if got := a.Complete(nb, now); !slices.Equal(got, []Done[string]{{Msg: "new"}}) {
+					t.Fatalf("done: got %+v", got)
+				}
+			} else {
+				if got := a.Complete(nb, now); !slices.Equal(got, []Done[string]{{Msg: "new"}}) {
+					t.Fatalf("done: got %+v", got)
+				}
+				a.Add("u1", event.Follow, []string{site(1)}, 10, "old again", now)
+			}
+			ob := next()
+			if len(ob.Items) != 1 || !ob.Items[0].Skip {
+				t.Fatalf("returning older request: got %+v, want one skipped item", ob.Items)
+			}
+			if got := len(ob.Calls(20)); got != 0 {
+				t.Errorf("calls for a skipped item: got %d, want 0", got)
+			}
+			if got := a.Complete(ob, now); !slices.Equal(got, []Done[string]{{Msg: "old again"}}) {
+				t.Errorf("done: got %+v, want the older message settled", got)
+			}
+			if got := len(a.guards); got != 0 {
+				t.Errorf("guards left: got %d, want 0", got)
+			}
+		})
+	}
+}

@@ -222,6 +222,11 @@ func (h *Handler) lastDelivery(t *tracked) bool {
 // process runs one user's batch against Graph and dead-letters what Graph
 // rejected. It marks Retry on items that must come back.
 func (h *Handler) process(ctx context.Context, b *batch.Batch[*tracked]) {
+	for i := range b.Items {
+		if b.Items[i].Skip {
+			h.metrics.site(b.Items[i].Action, 0, 1) // superseded, never sent
+		}
+	}
 	for _, call := range b.Calls(h.cfg.BatchMaxSites) {
 		op := graphclient.Add
 		if call[0].Action == event.Unfollow {

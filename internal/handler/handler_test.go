@@ -364,3 +364,25 @@ func TestQuietStreamFlushesBeforeLinger(t *testing.T) {
 		t.Errorf("calls: got %+v, want one call with both sites", calls)
 	}
 }
+
+func TestRedeliveredRequestDoesNotUndoNewerOne(t *testing.T) {
+	// The follow fails transiently on every in-process attempt and is sent
+	// back with a 3 s delay; the unfollow published meanwhile succeeds. When
+	// the follow returns it must not re-follow the site.
+	e := newEnv(t, withConfig(func(c *handler.Config) {
+		c.BatchLinger = 50 * time.Millisecond
+		c.NakBaseDelay, c.NakMaxDelay = 3*time.Second, 3*time.Second
+	}))
+	e.sim.FailSite(site(1), "activityLimitReached", 4) // the client makes 4 attempts
+	e.send("ann@contoso.com", event.Follow, site(1))
+	e.eventually("the follow to be sent back", func() bool { return e.sim.CallCount() >= 4 })
+	e.send("ann@contoso.com", event.Unfollow, site(1))
+	e.settled()
+	if got := e.followed("ann@contoso.com"); len(got) != 0 {
+		t.Errorf("followed: got %v, want none (the newer unfollow wins)", got)
+	}
+	calls := e.sim.Calls()
+	if last := calls[len(calls)-1]; last.Op != "remove" {
+		t.Errorf("last call: got %s, want the unfollow's remove", last.Op)
+	}
+}
