@@ -55,7 +55,7 @@ type Item[M any] struct {
 	// superseded.
 	Skip bool
 
-	key        string // the pair key of the user and site
+	siteKey    string
 	superseded []*Ticket[M]
 }
 
@@ -270,10 +270,13 @@ func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
 			continue
 		}
 		*n++
-		pair := key + "\x00" + e.key
-		g := a.guards[pair]
+		skip := false
+		if len(a.guards) > 0 {
+			g := a.guards[pairKey(key, e.key)]
+			skip = g != nil && g.settled > e.seq
+		}
 		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded,
-			key: pair, Skip: g != nil && g.settled > e.seq})
+			siteKey: e.key, Skip: skip})
 		delete(u.pending, e.key)
 		u.perAction[actionIndex(e.action)]--
 	}
@@ -312,7 +315,9 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 	for i := range b.Items {
 		it := &b.Items[i]
 		retry := it.Retry && !it.Skip
-		a.watch(it.key, it.Ticket.Seq, retry)
+		if retry || len(a.guards) > 0 {
+			a.watch(pairKey(b.key, it.siteKey), it.Ticket.Seq, retry)
+		}
 		settle(it.Ticket, retry)
 		for _, t := range it.superseded {
 			settle(t, false)
@@ -329,6 +334,8 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 	}
 	return done
 }
+
+func pairKey(userKey, siteKey string) string { return userKey + "\x00" + siteKey }
 
 // watch keeps the guard of a pair: a request sent back for redelivery
 // opens it, newer requests settled meanwhile raise its mark, and the
