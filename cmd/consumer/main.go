@@ -76,8 +76,8 @@ subcommands:
   run       consume follow/unfollow requests and apply them through Microsoft Graph
             (consumer run --help lists every setting, its environment variable and default)
   demo      run the whole pipeline against an embedded NATS server and a Graph simulator
-  bench     measure the consumer (run as a child process) against JetStream's ceiling,
-            a naive consumer, the Graph throttle limit and memory bounds; --short for CI
+  bench     measure the consumer against JetStream's ceiling, a naive consumer, the Graph
+            throttle limit, latency and memory bounds (see README, Performance); --short for CI
   version   print the version
 `)
 }
