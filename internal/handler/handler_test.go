@@ -386,3 +386,21 @@ func TestRedeliveredRequestDoesNotUndoNewerOne(t *testing.T) {
 		t.Errorf("last call: got %s, want the unfollow's remove", last.Op)
 	}
 }
+
+func TestRecoversWhenConsumerIsDeleted(t *testing.T) {
+	e := newEnv(t)
+	e.send("ann@contoso.com", event.Follow, site(1))
+	e.settled()
+	if err := e.js.DeleteConsumer(t.Context(), stream, "sitefollow"); err != nil {
+		t.Fatalf("delete consumer: %v", err)
+	}
+	e.eventually("the consumer to be provisioned again", func() bool {
+		_, err := e.js.Consumer(t.Context(), stream, "sitefollow")
+		return err == nil
+	})
+	e.send("ann@contoso.com", event.Follow, site(2))
+	e.settled()
+	if got, want := e.followed("ann@contoso.com"), sorted(site(1), site(2)); !slices.Equal(got, want) {
+		t.Errorf("followed: got %v, want %v", got, want)
+	}
+}
