@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sitefollow/sitefollow/internal/jsonscan"
 	"time"
 )
 
@@ -167,7 +168,7 @@ func checkDeadLetter(d DeadLetter) error {
 
 // trimSpace trims JSON whitespace, which is narrower than bytes.TrimSpace's.
 func trimSpace(data []byte) []byte {
-	i := skipSpace(data, 0)
+	i := jsonscan.Space(data, 0)
 	j := len(data)
 	for j > i {
 		switch data[j-1] {

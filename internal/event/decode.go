@@ -3,6 +3,7 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/sitefollow/sitefollow/internal/jsonscan"
 	"strconv"
 	"unicode/utf8"
 )
@@ -135,7 +136,7 @@ func siteIDs(raw []byte, maxSites int) ([]string, error) {
 	if raw[0] != '[' {
 		return nil, &InvalidError{Field: field, Reason: "must be an array of site ids, got " + kind(raw)}
 	}
-	i := skipSpace(raw, 1)
+	i := jsonscan.Space(raw, 1)
 	if raw[i] == ']' {
 		return nil, &InvalidError{Field: field, Reason: "must not be empty"}
 	}
@@ -157,11 +158,11 @@ func siteIDs(raw []byte, maxSites int) ([]string, error) {
 			return nil, &InvalidError{Field: siteField(n), Reason: reason}
 		}
 		ids = append(ids, id)
-		i = skipSpace(raw, end)
+		i = jsonscan.Space(raw, end)
 		if raw[i] == ']' {
 			return dedupe(ids), nil
 		}
-		i = skipSpace(raw, i+1)
+		i = jsonscan.Space(raw, i+1)
 	}
 }
 

@@ -2,7 +2,6 @@ package event
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -100,16 +99,3 @@ func FuzzScanObject(f *testing.F) {
 	})
 }
 
-func TestPlainWord(t *testing.T) {
-	// Every byte value in every position of an otherwise plain word.
-	for pos := range 8 {
-		for c := range 256 {
-			word := []byte("abcdefgh")
-			word[pos] = byte(c)
-			want := c >= 0x20 && c != '"' && c != '\\'
-			if got := plainWord(binary.LittleEndian.Uint64(word)); got != want {
-				t.Errorf("plainWord(%q) = %t, want %t", word, got, want)
-			}
-		}
-	}
-}

@@ -1,6 +1,6 @@
 package graphclient
 
-import "strings"
+import "github.com/sitefollow/sitefollow/internal/jsonscan"
 
 // scanDepth bounds nesting in scanEntries; deeper answers are left to
 // encoding/json, which allows more.
@@ -46,14 +46,7 @@ type scanner struct {
 }
 
 func (s *scanner) skipSpace() int {
-	for s.pos < len(s.data) {
-		switch s.data[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return s.pos
-		}
-	}
+	s.pos = jsonscan.Space(s.data, s.pos)
 	return s.pos
 }
 
@@ -112,7 +105,7 @@ func (s *scanner) plainString() (string, bool) {
 	}
 	start := s.pos + 1
 	i := start
-	for i+8 <= len(s.data) && plainASCII(load64(s.data, i)) {
+	for i+8 <= len(s.data) && jsonscan.PlainASCII(jsonscan.Load64(s.data, i)) {
 		i += 8
 	}
 	for i < len(s.data) {
@@ -270,170 +263,12 @@ func lowerASCII(c byte) byte {
 }
 
 // skipValue validates and skips one value, which sits inside depth open
-// objects and arrays.
+// objects and arrays. A skipped value is one encoding/json ignores too, so
+// any valid JSON will do.
 func (s *scanner) skipValue(depth int) bool {
-	switch c := s.peek(); {
-	case c == '"':
-		return s.skipString()
-	case c == '{':
-		if depth >= scanDepth {
-			return false
-		}
-		return s.object(func(string) bool { return s.skipValue(depth + 1) })
-	case c == '[':
-		if depth >= scanDepth {
-			return false
-		}
-		s.pos++
-		if s.peek() == ']' {
-			s.pos++
-			return true
-		}
-		for {
-			if !s.skipValue(depth + 1) {
-				return false
-			}
-			switch s.peek() {
-			case ',':
-				s.pos++
-			case ']':
-				s.pos++
-				return true
-			default:
-				return false
-			}
-		}
-	case c == 't':
-		return s.skipLiteral("true")
-	case c == 'f':
-		return s.skipLiteral("false")
-	case c == 'n':
-		return s.skipLiteral("null")
-	case c == '-' || isDigit(c):
-		return s.skipNumber()
+	end, ok := jsonscan.Value(s.data, s.skipSpace(), depth, scanDepth)
+	if ok {
+		s.pos = end
 	}
-	return false
-}
-
-// skipString skips a string token, refusing what encoding/json refuses
-// (control characters, bad escapes) and, like it, letting invalid UTF-8
-// through.
-func (s *scanner) skipString() bool {
-	i := s.pos + 1
-	for i < len(s.data) {
-		for i+8 <= len(s.data) && plainWord(load64(s.data, i)) {
-			i += 8
-		}
-		if i >= len(s.data) {
-			break
-		}
-		switch c := s.data[i]; {
-		case c == '"':
-			s.pos = i + 1
-			return true
-		case c < 0x20:
-			return false
-		case c == '\\':
-			i++
-			if i >= len(s.data) {
-				return false
-			}
-			switch s.data[i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i++
-			case 'u':
-				if i+4 >= len(s.data) || !isHex(s.data[i+1]) || !isHex(s.data[i+2]) || !isHex(s.data[i+3]) || !isHex(s.data[i+4]) {
-					return false
-				}
-				i += 5
-			default:
-				return false
-			}
-		default:
-			i++
-		}
-	}
-	return false
-}
-
-func (s *scanner) skipLiteral(lit string) bool {
-	if !strings.HasPrefix(s.data[s.pos:], lit) {
-		return false
-	}
-	s.pos += len(lit)
-	return true
-}
-
-// skipNumber skips -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
-func (s *scanner) skipNumber() bool {
-	d, i := s.data, s.pos
-	if d[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(d) && d[i] == '0':
-		i++
-	case i < len(d) && isDigit(d[i]):
-		i = skipDigits(d, i)
-	default:
-		return false
-	}
-	if i < len(d) && d[i] == '.' {
-		i++
-		if i >= len(d) || !isDigit(d[i]) {
-			return false
-		}
-		i = skipDigits(d, i)
-	}
-	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
-		i++
-		if i < len(d) && (d[i] == '+' || d[i] == '-') {
-			i++
-		}
-		if i >= len(d) || !isDigit(d[i]) {
-			return false
-		}
-		i = skipDigits(d, i)
-	}
-	s.pos = i
-	return true
-}
-
-func skipDigits(d string, i int) int {
-	for i < len(d) && isDigit(d[i]) {
-		i++
-	}
-	return i
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-func isHex(c byte) bool {
-	return isDigit(c) || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
-}
-
-// load64 reads d[i:i+8] little-endian (the compiler makes it one load).
-func load64(d string, i int) uint64 {
-	d = d[i : i+8]
-	return uint64(d[0]) | uint64(d[1])<<8 | uint64(d[2])<<16 | uint64(d[3])<<24 |
-		uint64(d[4])<<32 | uint64(d[5])<<40 | uint64(d[6])<<48 | uint64(d[7])<<56
-}
-
-// The "has zero byte" and "has byte less than" bit tricks, exact as yes/no
-// answers, test eight string bytes at once.
-const ones, highs = 0x0101010101010101, 0x8080808080808080
-
-// plainWord reports whether none of the eight bytes in x is a quote, a
-// backslash or a control character: bytes a JSON string holds verbatim.
-func plainWord(x uint64) bool {
-	quote := x ^ (ones * '"')
-	backslash := x ^ (ones * '\\')
-	special := (x-ones*0x20)&^x | (quote-ones)&^quote | (backslash-ones)&^backslash
-	return special&highs == 0
-}
-
-// plainASCII is plainWord that also refuses non-ASCII bytes, which
-// encoding/json might change (invalid UTF-8 becomes U+FFFD).
-func plainASCII(x uint64) bool {
-	return x&highs == 0 && plainWord(x)
+	return ok
 }

@@ -224,21 +224,3 @@ func checkRequestBody(t *testing.T, ids []string) {
 		t.Errorf("requestBody(%q):\ngot  %s\nwant %s", ids, got, want)
 	}
 }
-
-func TestPlainWords(t *testing.T) {
-	for c := range 256 {
-		wantWord := c >= 0x20 && c != '"' && c != '\\'
-		wantASCII := wantWord && c < 0x80
-		for pos := range 8 {
-			word := []byte("abcdefgh")
-			word[pos] = byte(c)
-			x := load64(string(word), 0)
-			if got := plainWord(x); got != wantWord {
-				t.Errorf("plainWord with %#x at %d: got %v, want %v", c, pos, got, wantWord)
-			}
-			if got := plainASCII(x); got != wantASCII {
-				t.Errorf("plainASCII with %#x at %d: got %v, want %v", c, pos, got, wantASCII)
-			}
-		}
-	}
-}
