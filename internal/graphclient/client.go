@@ -636,32 +636,40 @@ func plainJSON(s string) bool {
 	return true
 }
 
-// pace tells the pacer how Graph answered: 429 and 509 say the app is over
-// its budget, so do a 503 with Retry-After (SharePoint throttles with both);
-// any other answer means the call was admitted. No answer says nothing.
+// pace is the one place an answer's app-wide meaning is taken: a transient
+// answer's Retry-After closes the gate, and the pacer learns that 429 and
+// 509 (and a 503 with Retry-After; SharePoint throttles with both) mean the
+// app is over its budget, while any other answer means the call was
+// admitted. No answer says nothing.
 func (c *Client) pace(resp *response) {
 	if resp == nil {
 		return
 	}
 	now := c.now()
+	if !transientStatus(resp.status) {
+		c.pacer.admit(now)
+		return
+	}
 	wait, hasWait := resp.retryAfter(now)
-	if hasWait && (resp.status == http.StatusTooManyRequests || resp.status == 509 || resp.status >= 500) {
-		// Close the gate at once, before anything else is done with the
-		// answer, so no other call slips out meanwhile.
+	if hasWait {
+		// The pause applies to the whole app: close the gate at once, before
+		// anything else is done with the answer, so no other call slips out
+		// meanwhile.
 		c.gate.push(wait + gateMargin)
 	}
-	switch resp.status {
-	case http.StatusTooManyRequests, 509:
+	switch {
+	case resp.status == http.StatusTooManyRequests, resp.status == 509,
+		resp.status == http.StatusServiceUnavailable && hasWait:
 		c.pacer.throttle(now, wait)
-	case http.StatusServiceUnavailable:
-		if hasWait {
-			c.pacer.throttle(now, wait)
-			return
-		}
-		c.pacer.admit(now)
 	default:
 		c.pacer.admit(now)
 	}
+}
+
+// transientStatus reports whether a whole-call status is worth retrying:
+// throttling (429, 509), timeouts (408) and server errors.
+func transientStatus(s int) bool {
+	return s == http.StatusTooManyRequests || s == 509 || s == http.StatusRequestTimeout || s >= 500
 }
 
 // PaceLimit reports the calls per second the Client currently allows itself
@@ -747,8 +755,7 @@ func (r *run) handle(keys []string, resp *response) error {
 		return nil
 	case s >= 200 && s < 300:
 		return r.handleEntries(keys, resp)
-	case s == http.StatusTooManyRequests || s == 509 || s == http.StatusServiceUnavailable || s == http.StatusGatewayTimeout ||
-		s == http.StatusRequestTimeout || s >= 500:
+	case transientStatus(s):
 		return r.handleTransient(keys, resp)
 	case s >= 400:
 		// Permanent: 400 malformed, 403 no permission or guest user, 404
@@ -779,9 +786,8 @@ func (r *run) handleTransient(keys []string, resp *response) error {
 	}
 	e := resp.wholeCallError(fallback)
 	if wait, ok := resp.retryAfter(r.c.now()); ok {
+		// pace has already closed the app-wide gate for this wait.
 		e.RetryAfter = wait
-		// The pause applies to the whole app: every Apply waits at the gate.
-		r.c.gate.push(wait + gateMargin)
 		if wait > r.c.maxRetryAfter {
 			r.setPendingErr(keys, e)
 			return backoff.Permanent(errStop)

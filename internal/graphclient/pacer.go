@@ -20,16 +20,23 @@ import (
 // anchored on the measured admitted rate, which converges in a few seconds
 // and then throttles rarely.
 type pacer struct {
-	mu       sync.Mutex
-	lim      *rate.Limiter
-	admitted []time.Time // admitted calls within window, oldest first
-	first    time.Time   // first admitted call ever
+	mu  sync.Mutex
+	lim *rate.Limiter
+	// admitted counts admitted calls per paceBucket over the last
+	// paceWindow, as a ring: constant memory and work per call however
+	// fast calls go. bucketAt is the start of the newest bucket, at index
+	// newest.
+	admitted [paceWindow / paceBucket]int
+	newest   int
+	bucketAt time.Time
+	first    time.Time // first admitted call ever
 	lastCut  time.Time
 	lastRise time.Time
 }
 
 const (
 	paceWindow   = 5 * time.Second
+	paceBucket   = 100 * time.Millisecond
 	paceMinAge   = time.Second // shortest history a rate is measured over
 	paceCooldown = 500 * time.Millisecond
 	paceBackoff  = 0.95 // fraction of the admitted rate to run at after a throttle
@@ -59,8 +66,8 @@ func (p *pacer) admit(at time.Time) {
 	if p.first.IsZero() {
 		p.first = at
 	}
-	p.admitted = append(p.admitted, at)
-	p.trim(at)
+	p.advance(at)
+	p.admitted[p.newest]++
 	if p.lim.Limit() == rate.Inf {
 		return
 	}
@@ -82,10 +89,14 @@ func (p *pacer) throttle(at time.Time, retryAfter time.Duration) {
 	if !p.lastCut.IsZero() && at.Sub(p.lastCut) < paceCooldown {
 		return
 	}
-	p.trim(at)
+	p.advance(at)
 	var measured float64
 	if !p.first.IsZero() && at.Sub(p.first) >= paceMinAge {
-		measured = float64(len(p.admitted)) / min(paceWindow, at.Sub(p.first)).Seconds() * paceBackoff
+		n := 0
+		for _, c := range p.admitted {
+			n += c
+		}
+		measured = float64(n) / min(paceWindow, at.Sub(p.first)).Seconds() * paceBackoff
 	}
 	if measured == 0 && retryAfter > 0 {
 		measured = 1 / retryAfter.Seconds()
@@ -97,12 +108,19 @@ func (p *pacer) throttle(at time.Time, retryAfter time.Duration) {
 	p.lastCut, p.lastRise = at, at
 }
 
-func (p *pacer) trim(now time.Time) {
-	cut := 0
-	for cut < len(p.admitted) && now.Sub(p.admitted[cut]) > paceWindow {
-		cut++
+// advance moves the ring to the bucket holding now, emptying the buckets
+// it passes over.
+func (p *pacer) advance(now time.Time) {
+	if p.bucketAt.IsZero() {
+		p.bucketAt = now.Truncate(paceBucket)
+		return
 	}
-	if cut > 0 {
-		p.admitted = append(p.admitted[:0], p.admitted[cut:]...)
+	steps := int(now.Sub(p.bucketAt) / paceBucket)
+	for i := range min(steps, len(p.admitted)) {
+		p.admitted[(p.newest+1+i)%len(p.admitted)] = 0
+	}
+	if steps > 0 {
+		p.newest = (p.newest + steps) % len(p.admitted)
+		p.bucketAt = p.bucketAt.Add(time.Duration(steps) * paceBucket)
 	}
 }
