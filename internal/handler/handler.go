@@ -224,7 +224,7 @@ func (h *Handler) lastDelivery(t *tracked) bool {
 func (h *Handler) process(ctx context.Context, b *batch.Batch[*tracked]) {
 	for i := range b.Items {
 		if b.Items[i].Skip {
-			h.metrics.site(b.Items[i].Action, 0, 1) // superseded, never sent
+			h.metrics.skipped(b.Items[i].Action)
 		}
 	}
 	for _, call := range b.Calls(h.cfg.BatchMaxSites) {

@@ -190,11 +190,11 @@ func (l *loop) accept(d delivery, now time.Time) {
 	l.backlog = t.meta.NumPending
 	h := l.h
 	if t.err != nil {
-		h.metrics.event("invalid")
+		h.metrics.event(false)
 		l.invalid = append(l.invalid, t)
 		return
 	}
-	h.metrics.event("valid")
+	h.metrics.event(true)
 	l.agg.Add(d.req.UserID, d.req.Action, d.req.SiteIDs, t.meta.Sequence.Stream, t, now)
 }
 

@@ -18,10 +18,11 @@ type Metrics struct {
 	inFlight     prometheus.Gauge
 	heldMessages prometheus.Gauge
 
-	// siteCounters are sites's children resolved once: they are bumped for
+	// siteCounters are the sites vector's children, resolved once: they are bumped for
 	// every site, and a label lookup per site shows in profiles.
 	siteCounters [2][4]prometheus.Counter // [follow, unfollow][superseded, applied, rejected, unresolved]
 	acks, naks   prometheus.Counter
+	valid, bad   prometheus.Counter
 }
 
 // NewMetrics registers the handler's collectors on reg.
@@ -56,12 +57,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 	}
 	m.acks, m.naks = m.messages.WithLabelValues("ack"), m.messages.WithLabelValues("nak")
+	m.valid, m.bad = m.events.WithLabelValues("valid"), m.events.WithLabelValues("invalid")
 	return m
 }
 
-func (m *Metrics) event(result string) {
-	if m != nil {
-		m.events.WithLabelValues(result).Inc()
+func (m *Metrics) event(valid bool) {
+	switch {
+	case m == nil:
+	case valid:
+		m.valid.Inc()
+	default:
+		m.bad.Inc()
 	}
 }
 
@@ -69,16 +75,29 @@ func (m *Metrics) site(action event.Action, o graphclient.Outcome, superseded in
 	if m == nil {
 		return
 	}
-	a := 0
-	if action == event.Unfollow {
-		a = 1
-	}
+	a := actionIndex(action)
 	if o >= graphclient.Applied && o <= graphclient.Unresolved {
 		m.siteCounters[a][o].Inc()
 	}
 	if superseded > 0 {
 		m.siteCounters[a][0].Add(float64(superseded))
 	}
+}
+
+// skipped counts a site never sent because a newer request for it had
+// already been settled.
+func (m *Metrics) skipped(action event.Action) {
+	if m == nil {
+		return
+	}
+	m.siteCounters[actionIndex(action)][0].Inc()
+}
+
+func actionIndex(action event.Action) int {
+	if action == event.Unfollow {
+		return 1
+	}
+	return 0
 }
 
 func (m *Metrics) deadLettered(code string) {
