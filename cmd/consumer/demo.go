@@ -264,7 +264,7 @@ func printSummary(ctx context.Context, w io.Writer, js jetstream.JetStream, cfg 
 	if err != nil {
 		return err
 	}
-	letters, err := readDeadLetters(ctx, js, cfg.DLQStream)
+	letters, err := dlq.List(ctx, js, cfg.DLQStream)
 	if err != nil {
 		return err
 	}
@@ -343,30 +343,4 @@ func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jets
 		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
 	return info, nil
-}
-
-// readDeadLetters reads every dead letter in the stream without consuming
-// them (an ordered, ephemeral consumer).
-func readDeadLetters(ctx context.Context, js jetstream.JetStream, stream string) ([]event.DeadLetter, error) {
-	info, err := streamInfo(ctx, js, stream)
-	if err != nil || info.State.Msgs == 0 {
-		return nil, err
-	}
-	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, fmt.Errorf("read dead letters: %w", err)
-	}
-	var out []event.DeadLetter
-	for uint64(len(out)) < info.State.Msgs {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			return out, fmt.Errorf("read dead letters: %w", err)
-		}
-		d, err := event.DecodeDeadLetter(m.Data())
-		if err != nil {
-			return out, fmt.Errorf("read dead letters: %w", err)
-		}
-		out = append(out, d)
-	}
-	return out, nil
 }

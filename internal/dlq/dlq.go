@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -89,4 +90,44 @@ func (p *Publisher) Publish(ctx context.Context, d event.DeadLetter) error {
 		return fmt.Errorf("publish dead letter to %s: %w", msg.Subject, err)
 	}
 	return nil
+}
+
+// Stored is a dead letter as the stream holds it.
+type Stored struct {
+	event.DeadLetter
+	Subject string
+	MsgID   string
+}
+
+// List reads every dead letter in stream without consuming any: an
+// ordered, ephemeral consumer reads them in stream order.
+func List(ctx context.Context, js jetstream.JetStream, stream string) ([]Stored, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	var out []Stored
+	for uint64(len(out)) < info.State.Msgs {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return out, fmt.Errorf("list dead letters: %w", err)
+		}
+		d, err := event.DecodeDeadLetter(m.Data())
+		if err != nil {
+			return out, fmt.Errorf("list dead letters: %w", err)
+		}
+		out = append(out, Stored{DeadLetter: d, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader)})
+	}
+	return out, nil
 }

@@ -278,36 +278,13 @@ func (e *env) settled() {
 }
 
 // deadLetters returns every stored dead letter with its subject.
-func (e *env) deadLetters() []deadLetter {
+func (e *env) deadLetters() []dlq.Stored {
 	e.t.Helper()
-	n := e.streamMsgs(dlqStream)
-	if n == 0 {
-		return nil
-	}
-	ctx := context.Background()
-	c, err := e.js.OrderedConsumer(ctx, dlqStream, jetstream.OrderedConsumerConfig{})
+	letters, err := dlq.List(context.Background(), e.js, dlqStream)
 	if err != nil {
-		e.t.Fatalf("dlq consumer: %v", err)
+		e.t.Fatalf("dead letters: %v", err)
 	}
-	var out []deadLetter
-	for uint64(len(out)) < n {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			e.t.Fatalf("read dead letter: %v", err)
-		}
-		d, err := event.DecodeDeadLetter(m.Data())
-		if err != nil {
-			e.t.Fatalf("decode dead letter: %v", err)
-		}
-		out = append(out, deadLetter{DeadLetter: d, subject: m.Subject(), msgID: m.Headers().Get(jetstream.MsgIDHeader)})
-	}
-	return out
-}
-
-type deadLetter struct {
-	event.DeadLetter
-	subject string
-	msgID   string
+	return letters
 }
 
 func (e *env) followed(user string) []string {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/handler"
 )
@@ -124,8 +125,8 @@ func TestGraphAnswers(t *testing.T) {
 				if tt.wantCode != "" && d.Error.Code != tt.wantCode {
 					t.Errorf("dead letter code: got %q, want %q", d.Error.Code, tt.wantCode)
 				}
-				if !strings.HasPrefix(d.subject, dlqPrefix+".") || d.Action != tt.action || d.UserID != "ann@contoso.com" {
-					t.Errorf("dead letter: got subject %q action %q user %q", d.subject, d.Action, d.UserID)
+				if !strings.HasPrefix(d.Subject, dlqPrefix+".") || d.Action != tt.action || d.UserID != "ann@contoso.com" {
+					t.Errorf("dead letter: got subject %q action %q user %q", d.Subject, d.Action, d.UserID)
 				}
 				if d.Origin.Stream != stream || d.Origin.Sequence == 0 || d.Event == nil {
 					t.Errorf("dead letter origin/event missing: %+v", d.DeadLetter)
@@ -199,11 +200,11 @@ func TestInvalidEventsAreDeadLetteredWithoutGraph(t *testing.T) {
 	}
 	// Dead letters are published concurrently; the origin sequence gives
 	// back the publish order.
-	slices.SortFunc(letters, func(a, b deadLetter) int { return int(a.Origin.Sequence) - int(b.Origin.Sequence) })
+	slices.SortFunc(letters, func(a, b dlq.Stored) int { return int(a.Origin.Sequence) - int(b.Origin.Sequence) })
 	for i, d := range letters {
 		t.Run(tests[i].name, func(t *testing.T) {
-			if d.Error.Code != event.CodeInvalidEvent || d.subject != dlqPrefix+".invalidEvent" {
-				t.Errorf("code/subject: got %q %q, want invalidEvent", d.Error.Code, d.subject)
+			if d.Error.Code != event.CodeInvalidEvent || d.Subject != dlqPrefix+".invalidEvent" {
+				t.Errorf("code/subject: got %q %q, want invalidEvent", d.Error.Code, d.Subject)
 			}
 			if d.Error.HTTPStatus != 0 || d.Error.Message == "" {
 				t.Errorf("error: got %+v, want httpStatus 0 and a reason", d.Error)
@@ -307,8 +308,8 @@ func TestDeadLetterIDsAreDeterministic(t *testing.T) {
 		t.Fatalf("dead letters: got %d, want 1", len(letters))
 	}
 	want := "sitefollow-dlq:" + stream + ":" + itoa(int(letters[0].Origin.Sequence)) + ":" + event.SiteKey(unknownSite)
-	if letters[0].msgID != want {
-		t.Errorf("Nats-Msg-Id: got %q, want %q", letters[0].msgID, want)
+	if letters[0].MsgID != want {
+		t.Errorf("Nats-Msg-Id: got %q, want %q", letters[0].MsgID, want)
 	}
 }
 
