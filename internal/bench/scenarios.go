@@ -60,17 +60,11 @@ func (r *runner) pipeline(ctx context.Context, part string, sim graphsim.Options
 // when serve is not nil.
 func (r *runner) pipelineIn(ctx context.Context, part string, sim graphsim.Options, n, users int, allowUnfinished bool, serve ServeFunc) (drained, error) {
 	d := drained{n: n}
-	g, err := r.newRigIn(part, sim, nil, serve)
+	g, _, err := r.backlogRig(ctx, part, sim, n, users, serve)
 	if err != nil {
 		return d, err
 	}
 	defer g.close()
-	if _, err := g.provision(ctx); err != nil {
-		return d, err
-	}
-	if err := r.publishBacklog(ctx, g, n, users); err != nil {
-		return d, err
-	}
 	if err := g.startConsumer(); err != nil {
 		return d, err
 	}
@@ -104,6 +98,25 @@ func (r *runner) pipelineIn(ctx context.Context, part string, sim graphsim.Optio
 	r.logf("%s: drained %d in %s; %.0f events/s first ack to last; %d Graph calls; peak RSS %s",
 		part, d.counts.Distinct, d.wall.Round(time.Millisecond), d.rate, len(d.calls), megabytes(d.mem.HWM))
 	return d, nil
+}
+
+// backlogRig is a provisioned rig holding a backlog of n round-robin
+// requests over users, its consumer not yet started; serve, when not nil,
+// runs that consumer in this process. On error nothing is left running.
+func (r *runner) backlogRig(ctx context.Context, name string, sim graphsim.Options, n, users int, serve ServeFunc) (*rig, jetstream.Consumer, error) {
+	g, err := r.newRigIn(name, sim, nil, serve)
+	if err != nil {
+		return nil, nil, err
+	}
+	cons, err := g.provision(ctx)
+	if err == nil {
+		err = r.publishBacklog(ctx, g, n, users)
+	}
+	if err != nil {
+		g.close()
+		return nil, nil, err
+	}
+	return g, cons, nil
 }
 
 // publishBacklog publishes n round-robin requests over users before the
@@ -148,19 +161,12 @@ func (r *runner) addCeiling(rates []float64) {
 }
 
 func (r *runner) ceilingOnce(ctx context.Context) (float64, error) {
-	g, err := r.newRig("ceiling", graphsim.Options{Sites: sitePool()}, nil)
+	n := r.size.throughputEvents
+	g, cons, err := r.backlogRig(ctx, "ceiling", graphsim.Options{Sites: sitePool()}, n, r.size.throughputUsers, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer g.close()
-	cons, err := g.provision(ctx)
-	if err != nil {
-		return 0, err
-	}
-	n := r.size.throughputEvents
-	if err := r.publishBacklog(ctx, g, n, r.size.throughputUsers); err != nil {
-		return 0, err
-	}
 	var handled, ackErrs atomic.Int64
 	all := make(chan struct{})
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -629,19 +635,12 @@ func (r *runner) naive(ctx context.Context) error {
 
 // naiveRun is the straightforward integration, in this process.
 func (r *runner) naiveRun(ctx context.Context) (float64, error) {
-	g, err := r.newRig("naive", graphsim.Options{Sites: sitePool(), Latency: simLatency}, nil)
+	n := r.size.naiveEvents
+	g, cons, err := r.backlogRig(ctx, "naive", graphsim.Options{Sites: sitePool(), Latency: simLatency}, n, r.size.pipelineUsers, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer g.close()
-	cons, err := g.provision(ctx)
-	if err != nil {
-		return 0, err
-	}
-	n := r.size.naiveEvents
-	if err := r.publishBacklog(ctx, g, n, r.size.pipelineUsers); err != nil {
-		return 0, err
-	}
 	cred, err := graphclient.NewCredential(graphclient.CredentialConfig{
 		TenantID: g.sim.TenantID(), ClientID: g.sim.ClientID(), ClientSecret: g.sim.ClientSecret(),
 		AuthorityHost: g.sim.AuthorityURL(), HTTPClient: g.sim.HTTPClient(),
