@@ -98,4 +98,3 @@ func FuzzScanObject(f *testing.F) {
 		checkScan(t, data)
 	})
 }
-
