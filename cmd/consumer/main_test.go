@@ -273,7 +273,9 @@ func TestSIGTERMMidBatchLosesNothing(t *testing.T) {
 }
 
 func TestKill9MidBatchLosesNothingAndDeadLettersOnce(t *testing.T) {
-	p := newProc(t, map[string]string{"SITEFOLLOW_BATCH_LINGER": "200ms", "SITEFOLLOW_ACK_WAIT": "5s"})
+	// The killed process keeps its users' leases for their TTL: keep it short.
+	p := newProc(t, map[string]string{"SITEFOLLOW_BATCH_LINGER": "200ms", "SITEFOLLOW_ACK_WAIT": "5s",
+		"SITEFOLLOW_GRAPH_TIMEOUT": "5s", "SITEFOLLOW_LEASE_TTL": "15s"})
 	p.sim.SetFollowed("ann@contoso.com", testSite(1))
 	// One batch for ann: the add call dead-letters an unknown site at once,
 	// then the remove call hangs, so the process dies after the dead letter

@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
+	"os"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -20,6 +21,7 @@ import (
 	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/graphclient"
 	"github.com/sitefollow/sitefollow/internal/handler"
+	"github.com/sitefollow/sitefollow/internal/ledger"
 	"github.com/sitefollow/sitefollow/internal/ops"
 	"github.com/sitefollow/sitefollow/internal/provision"
 )
@@ -81,7 +83,8 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	spec := streamSpec(cfg)
+	spec := provision.SpecFrom(cfg)
+	spec.Report = func(note string) { log.Warn().Msg(note) }
 	open := func(ctx context.Context) (jetstream.Consumer, error) {
 		if cfg.Provision {
 			return provision.Apply(ctx, js, spec)
@@ -108,7 +111,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	}
 	log.Info().Str("addr", addr.String()).Msg("serving /livez, /readyz, /metrics")
 
-	h := handler.New(handler.Config{
+	hcfg := handler.Config{
 		BatchMaxSites:   cfg.BatchMaxSites,
 		BatchLinger:     cfg.BatchLinger,
 		BatchQuiet:      cfg.BatchQuiet,
@@ -120,7 +123,9 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		NakBaseDelay:    cfg.NakBaseDelay,
 		NakMaxDelay:     cfg.NakMaxDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
-	}, graph, dlq.NewPublisher(js, cfg.DLQSubjectPrefix), log.With().Str("component", "handler").Logger(), handler.NewMetrics(reg))
+	}
+	handlerMetrics := handler.NewMetrics(reg)
+	dead := dlq.NewPublisher(js, cfg.DLQSubjectPrefix)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return opsServer.Run(gctx) })
@@ -137,19 +142,35 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 			err := retryForever(ctx, log, "open consumer", func() error {
 				var err error
 				c, err = open(ctx)
+				var conflict *provision.ConflictError
+				if errors.As(err, &conflict) {
+					return backoff.Permanent(err)
+				}
 				return err
 			})
 			streamsReady.set(err)
 			return c, err
 		}
+		// The ledger's bucket exists once the consumer could be opened.
+		if _, err := openReady(gctx); err != nil {
+			return stopped(ctx, err)
+		}
+		var led *ledger.Ledger
+		err := retryForever(gctx, log, "open ledger", func() error {
+			var err error
+			led, err = ledger.Open(gctx, js, ledger.Config{
+				Bucket: cfg.StateBucket, Stream: cfg.Stream, Owner: replicaName(), LeaseTTL: cfg.LeaseTTL,
+			})
+			return err
+		})
+		if err != nil {
+			return stopped(ctx, err)
+		}
+		h := handler.New(hcfg, graph, dead, led, log.With().Str("component", "handler").Logger(), handlerMetrics)
 		if onStart != nil {
 			onStart(addr.String())
 		}
-		err := h.Run(gctx, openReady)
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-			err = nil
-		}
-		return err
+		return stopped(ctx, h.Run(gctx, openReady))
 	})
 	err = g.Wait()
 	// Acks are asynchronous publishes: drain so every ack reaches the server
@@ -162,18 +183,23 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	return err
 }
 
-func streamSpec(cfg config.Config) provision.Spec {
-	return provision.Spec{
-		Stream:        cfg.Stream,
-		Subjects:      strings.Split(cfg.StreamSubjects, ","),
-		Consumer:      cfg.Consumer,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
-		MaxAckPending: cfg.MaxAckPending,
-		DLQStream:     cfg.DLQStream,
-		DLQSubjects:   []string{cfg.DLQSubjectPrefix + ".>"},
-		DLQDuplicates: cfg.DLQDuplicateWindow,
+// stopped is err, or nil when it only says the service was asked to stop.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
 	}
+	return err
+}
+
+// replicaName names this process in the leases it holds, for operators
+// reading the state bucket: host, process id and a random suffix, since
+// pods restart with the same host name and process id.
+func replicaName() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown-host"
+	}
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8])
 }
 
 func connectNATS(cfg config.Config, log zerolog.Logger) (*nats.Conn, error) {

@@ -8,13 +8,18 @@
 //     site has passed.
 //   - Per (user, site) only the latest request counts, "latest" meaning the
 //     highest stream sequence, so redeliveries cannot reorder intent. The
-//     losing request is settled together with the winner.
+//     losing request is settled together with the winner, unless the winner
+//     is dead-lettered: then the newest loser takes its place, since the
+//     latest request that was not dead-lettered is the one that counts.
 //   - At most one batch per user is in flight; requests arriving meanwhile
 //     wait for the next one.
+//   - A batch can be handed back untouched (its user is being served by
+//     another replica) and is due again no sooner than the time given.
 //   - A message (ticket) is done only when every one of its sites is settled.
-//   - A request sent back for redelivery cannot overtake a newer one for the
-//     same (user, site) that was settled meanwhile: when it comes back it is
-//     skipped, as superseded.
+//
+// Whether a request is older than one already applied elsewhere (another
+// replica, an earlier delivery, before a restart) is not known here: the
+// caller checks its ledger and marks such items Skip.
 package batch
 
 import (
@@ -41,22 +46,34 @@ type Done[M any] struct {
 	Retry bool
 }
 
-// Item is one (site, action) of a batch. The caller sets Retry when the site
-// was not settled (a transient failure, or a dead-letter that could not be
-// published) before handing the batch back to Complete.
+// Item is one (site, action) of a batch. Before handing the batch back to
+// Complete the caller sets Retry when the site was not settled (a transient
+// failure, or a dead letter that could not be stored) and Dead when it was
+// dead-lettered.
 type Item[M any] struct {
 	Site   string
 	Action event.Action
 	Ticket *Ticket[M]
 	Retry  bool
-	// Skip is set when a newer request for the same site was settled
-	// after this one had been sent back for redelivery: sending it now
-	// would undo the newer one. The caller does not send it; it settles as
-	// superseded.
+	Dead   bool
+	// Skip is set by the caller when a request at least as new for the same
+	// site was already applied: sending this one would undo it. A skipped
+	// item is not sent and settles as superseded.
 	Skip bool
 
-	siteKey    string
-	superseded []*Ticket[M]
+	key        string
+	at         time.Time
+	superseded []loser[M]
+}
+
+// Key is the site's canonical form (event.SiteKey).
+func (it *Item[M]) Key() string { return it.key }
+
+// loser is a request that a newer one for the same site overrides; it
+// settles with the winner, or takes its place if the winner is dead-lettered.
+type loser[M any] struct {
+	ticket *Ticket[M]
+	action event.Action
 }
 
 // Batch is everything one user has pending, taken in one go.
@@ -66,6 +83,9 @@ type Batch[M any] struct {
 
 	key string
 }
+
+// Key is the user's canonical form (event.UserKey).
+func (b *Batch[M]) Key() string { return b.key }
 
 // Calls splits the batch into Graph calls of at most max sites, one action
 // per call, follows first.
@@ -95,17 +115,20 @@ type entry[M any] struct {
 	key        string
 	site       string
 	action     event.Action
-	seq        uint64
 	ticket     *Ticket[M]
-	superseded []*Ticket[M]
+	superseded []loser[M]
 }
+
+func (e *entry[M]) seq() uint64 { return e.ticket.Seq }
 
 type user[M any] struct {
 	id       string
 	pending  map[string]*entry[M]
-	since    time.Time
+	since    time.Time // first pending site's arrival; zero when none
 	inFlight bool
 	queued   bool
+	// notBefore holds a batch handed back with Return until then.
+	notBefore time.Time
 	// perAction counts pending sites by action: a batch is full when one
 	// action fills a call, since each action is a call of its own.
 	perAction [2]int
@@ -122,18 +145,27 @@ func (u *user[M]) full(maxSites int) bool {
 	return u.perAction[0] >= maxSites || u.perAction[1] >= maxSites
 }
 
-type deadline struct {
-	key   string
-	since time.Time
+// due is when the user's batch becomes due by time: linger after its first
+// pending site, and never before notBefore.
+func (u *user[M]) due(linger time.Duration) time.Time {
+	at := u.since.Add(linger)
+	if u.notBefore.After(at) {
+		return u.notBefore
+	}
+	return at
 }
 
-// deadlines is a min-heap by since. Mostly sites arrive in time order, but a
-// batch that leaves sites behind (more than fit one call) puts back an older
-// first-pending time.
+type deadline struct {
+	key string
+	at  time.Time
+}
+
+// deadlines is a min-heap by at. A user may have stale entries (its due time
+// moved); Next drops those that no longer match.
 type deadlines []deadline
 
 func (d deadlines) Len() int           { return len(d) }
-func (d deadlines) Less(i, j int) bool { return d[i].since.Before(d[j].since) }
+func (d deadlines) Less(i, j int) bool { return d[i].at.Before(d[j].at) }
 func (d deadlines) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
 func (d *deadlines) Push(x any)        { *d = append(*d, x.(deadline)) }
 func (d *deadlines) Pop() any {
@@ -143,23 +175,12 @@ func (d *deadlines) Pop() any {
 	return x
 }
 
-// guard remembers, for one (user, site), the newest request sent back for
-// redelivery and the newest request settled since.
-type guard struct {
-	retried, settled uint64
-}
-
-// maxGuards bounds the memory guards take; past it half are forgotten,
-// which only reopens the (rare) race they close.
-const maxGuards = 100_000
-
 // Aggregator holds pending work for all users. It is not safe for concurrent
 // use: one goroutine owns it.
 type Aggregator[M any] struct {
 	maxSites  int
 	linger    time.Duration
 	users     map[string]*user[M]
-	guards    map[string]*guard
 	deadlines deadlines
 	due       []string
 	sites     int
@@ -169,7 +190,7 @@ type Aggregator[M any] struct {
 // New returns an Aggregator flushing a user at maxSites pending sites or
 // linger after the first one.
 func New[M any](maxSites int, linger time.Duration) *Aggregator[M] {
-	return &Aggregator[M]{maxSites: maxSites, linger: linger, users: make(map[string]*user[M]), guards: make(map[string]*guard)}
+	return &Aggregator[M]{maxSites: maxSites, linger: linger, users: make(map[string]*user[M])}
 }
 
 // Add records a request and returns its ticket. seq orders requests for the
@@ -177,38 +198,67 @@ func New[M any](maxSites int, linger time.Duration) *Aggregator[M] {
 func (a *Aggregator[M]) Add(userID string, action event.Action, sites []string, seq uint64, msg M, now time.Time) *Ticket[M] {
 	t := &Ticket[M]{Msg: msg, Seq: seq, open: len(sites)}
 	key := event.UserKey(userID)
+	u := a.user(key, userID)
+	for _, site := range sites {
+		a.put(key, u, &entry[M]{at: now, key: event.SiteKey(site), site: site, action: action, ticket: t})
+	}
+	a.enqueueIfFull(key, u)
+	return t
+}
+
+func (a *Aggregator[M]) user(key, id string) *user[M] {
 	u := a.users[key]
 	if u == nil {
-		u = &user[M]{id: userID, pending: make(map[string]*entry[M])}
+		u = &user[M]{id: id, pending: make(map[string]*entry[M])}
 		a.users[key] = u
 	}
-	if len(u.pending) == 0 {
-		u.since = now
-		heap.Push(&a.deadlines, deadline{key: key, since: now})
+	return u
+}
+
+// put adds e to u's pending sites, keeping the newer of e and any request
+// already pending for the site; the other becomes its loser. The winner
+// keeps the earlier place in time: the user has waited since the first.
+func (a *Aggregator[M]) put(key string, u *user[M], e *entry[M]) {
+	old := u.pending[e.key]
+	switch {
+	case old == nil:
+		u.pending[e.key] = e
+		u.perAction[actionIndex(e.action)]++
+		a.sites++
+	case e.seq() > old.seq():
+		u.perAction[actionIndex(old.action)]--
+		u.perAction[actionIndex(e.action)]++
+		e.at = earlier(e.at, old.at)
+		e.superseded = append(append(e.superseded, old.superseded...), loser[M]{old.ticket, old.action})
+		u.pending[e.key] = e
+	default:
+		old.at = earlier(old.at, e.at)
+		old.superseded = append(append(old.superseded, e.superseded...), loser[M]{e.ticket, e.action})
 	}
-	for _, site := range sites {
-		sk := event.SiteKey(site)
-		old := u.pending[sk]
-		switch {
-		case old == nil:
-			u.pending[sk] = &entry[M]{at: now, key: sk, site: site, action: action, seq: seq, ticket: t}
-			u.perAction[actionIndex(action)]++
-			a.sites++
-		case seq > old.seq:
-			u.perAction[actionIndex(old.action)]--
-			u.perAction[actionIndex(action)]++
-			// The winner keeps the loser's place in time: the user has been
-			// waiting for this site since the first request.
-			u.pending[sk] = &entry[M]{at: old.at, key: sk, site: site, action: action, seq: seq, ticket: t,
-				superseded: append(old.superseded, old.ticket)}
-		default:
-			old.superseded = append(old.superseded, t)
-		}
+	if since := u.pending[e.key].at; u.since.IsZero() || since.Before(u.since) {
+		u.since = since
+		a.schedule(key, u)
 	}
+}
+
+func earlier(x, y time.Time) time.Time {
+	if y.Before(x) {
+		return y
+	}
+	return x
+}
+
+// schedule records when u becomes due by time.
+func (a *Aggregator[M]) schedule(key string, u *user[M]) {
+	if !u.since.IsZero() {
+		heap.Push(&a.deadlines, deadline{key: key, at: u.due(a.linger)})
+	}
+}
+
+func (a *Aggregator[M]) enqueueIfFull(key string, u *user[M]) {
 	if !u.inFlight && !u.queued && u.full(a.maxSites) {
 		a.enqueue(key, u)
 	}
-	return t
 }
 
 func (a *Aggregator[M]) enqueue(key string, u *user[M]) {
@@ -219,17 +269,22 @@ func (a *Aggregator[M]) enqueue(key string, u *user[M]) {
 // Next takes the next due batch, marking its user in flight, or reports
 // false when none is due at now.
 func (a *Aggregator[M]) Next(now time.Time) (*Batch[M], bool) {
-	for len(a.deadlines) > 0 && !now.Before(a.deadlines[0].since.Add(a.linger)) {
+	for len(a.deadlines) > 0 && !now.Before(a.deadlines[0].at) {
 		d := heap.Pop(&a.deadlines).(deadline)
 		u := a.users[d.key]
-		if u != nil && !u.inFlight && !u.queued && len(u.pending) > 0 && u.since.Equal(d.since) {
+		if u != nil && !u.inFlight && !u.queued && len(u.pending) > 0 && d.at.Equal(u.due(a.linger)) {
 			a.enqueue(d.key, u)
 		}
 	}
-	for len(a.due) > 0 {
-		key := a.due[0]
-		a.due = a.due[1:]
+	for i := 0; i < len(a.due); i++ {
+		key := a.due[i]
 		u := a.users[key]
+		if u != nil && now.Before(u.notBefore) {
+			// Handed back: its deadline entry brings it back at notBefore.
+			continue
+		}
+		a.due = append(a.due[:i], a.due[i+1:]...)
+		i--
 		if u == nil {
 			continue
 		}
@@ -253,7 +308,7 @@ func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
 	}
 	// Map order is random; sequence order keeps calls reproducible.
 	slices.SortFunc(entries, func(x, y *entry[M]) int {
-		return cmp.Or(cmp.Compare(x.seq, y.seq), cmp.Compare(x.site, y.site))
+		return cmp.Or(cmp.Compare(x.seq(), y.seq()), cmp.Compare(x.site, y.site))
 	})
 	b := &Batch[M]{UserID: u.id, key: key, Items: make([]Item[M], 0, min(len(entries), 2*a.maxSites))}
 	var follows, unfollows int
@@ -270,21 +325,14 @@ func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
 			continue
 		}
 		*n++
-		skip := false
-		if len(a.guards) > 0 {
-			g := a.guards[pairKey(key, e.key)]
-			skip = g != nil && g.settled > e.seq
-		}
 		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded,
-			siteKey: e.key, Skip: skip})
+			key: e.key, at: e.at})
 		delete(u.pending, e.key)
 		u.perAction[actionIndex(e.action)]--
 	}
 	a.sites -= len(b.Items)
 	u.since = since
-	if !since.IsZero() {
-		heap.Push(&a.deadlines, deadline{key: key, since: since})
-	}
+	a.schedule(key, u)
 	u.inFlight = true
 	a.inFlight++
 	return b
@@ -296,13 +344,14 @@ func (a *Aggregator[M]) Deadline() (time.Time, bool) {
 	if len(a.deadlines) == 0 {
 		return time.Time{}, false
 	}
-	return a.deadlines[0].since.Add(a.linger), true
+	return a.deadlines[0].at, true
 }
 
-// Complete hands a batch back after its Graph calls, with Retry set on the
-// items that were not settled, and returns the messages that are now done.
-// A superseded request is settled with its winner, whatever the winner's
-// fate: the winner's own message carries the newer intent onward.
+// Complete hands a batch back after its Graph calls, with Retry and Dead
+// set on its items, and returns the messages that are now done. A
+// superseded request is settled with its winner whatever the winner's fate,
+// except when the winner was dead-lettered: the newest superseded request
+// is then pending again in its place, carrying the older ones.
 func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 	var done []Done[M]
 	settle := func(t *Ticket[M], retry bool) {
@@ -312,69 +361,70 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 			done = append(done, Done[M]{Msg: t.Msg, Retry: t.retry})
 		}
 	}
+	u := a.users[b.key]
 	for i := range b.Items {
 		it := &b.Items[i]
-		retry := it.Retry && !it.Skip
-		if retry || len(a.guards) > 0 {
-			a.watch(pairKey(b.key, it.siteKey), it.Ticket.Seq, retry)
+		settle(it.Ticket, it.Retry && !it.Skip)
+		if it.Dead && len(it.superseded) > 0 {
+			a.put(b.key, u, heir(it))
+			continue
 		}
-		settle(it.Ticket, retry)
-		for _, t := range it.superseded {
-			settle(t, false)
+		for _, l := range it.superseded {
+			settle(l.ticket, false)
 		}
 	}
-	u := a.users[b.key]
 	u.inFlight = false
 	a.inFlight--
 	switch {
 	case len(u.pending) == 0:
 		delete(a.users, b.key)
-	case u.full(a.maxSites) || !now.Before(u.since.Add(a.linger)):
+	case u.full(a.maxSites) || !now.Before(u.due(a.linger)):
 		a.enqueue(b.key, u)
 	}
 	return done
 }
 
-func pairKey(userKey, siteKey string) string { return userKey + "\x00" + siteKey }
-
-// watch keeps the guard of a pair: a request sent back for redelivery
-// opens it, newer requests settled meanwhile raise its mark, and the
-// returning request itself, settled or skipped, closes it.
-func (a *Aggregator[M]) watch(pair string, seq uint64, retry bool) {
-	g := a.guards[pair]
-	switch {
-	case retry:
-		if g == nil {
-			a.evictGuards()
-			g = &guard{}
-			a.guards[pair] = g
+// heir is the pending entry that replaces a dead-lettered item: its newest
+// superseded request, with the rest superseded by it.
+func heir[M any](it *Item[M]) *entry[M] {
+	newest := 0
+	for i, l := range it.superseded {
+		if l.ticket.Seq > it.superseded[newest].ticket.Seq {
+			newest = i
 		}
-		g.retried = max(g.retried, seq)
-	case g == nil:
-	case seq > g.retried:
-		g.settled = max(g.settled, seq)
-	case seq == g.retried:
-		delete(a.guards, pair)
 	}
+	l := it.superseded[newest]
+	rest := slices.Delete(slices.Clone(it.superseded), newest, newest+1)
+	return &entry[M]{at: it.at, key: it.key, site: it.Site, action: l.action, ticket: l.ticket, superseded: rest}
 }
 
-// evictGuards forgets an arbitrary half of the guards when there are too
-// many (a long Graph outage sends back a great many requests).
-func (a *Aggregator[M]) evictGuards() {
-	if len(a.guards) < maxGuards {
-		return
+// Return hands back a batch that was not sent at all (another replica
+// serves the user right now): its items are pending again, merged with what
+// arrived meanwhile, and the user's next batch is due no sooner than
+// notBefore.
+func (a *Aggregator[M]) Return(b *Batch[M], notBefore time.Time) {
+	u := a.users[b.key]
+	for i := range b.Items {
+		it := &b.Items[i]
+		a.put(b.key, u, &entry[M]{at: it.at, key: it.key, site: it.Site, action: it.Action, ticket: it.Ticket, superseded: it.superseded})
 	}
-	n := len(a.guards) / 2
-	for k := range a.guards {
-		if n == 0 {
-			break
-		}
-		delete(a.guards, k)
-		n--
-	}
+	u.inFlight = false
+	a.inFlight--
+	u.notBefore = notBefore
+	a.schedule(b.key, u)
 }
 
-// FlushAll makes every pending batch due now, for shutdown.
+// Pending reports how many sites the user with canonical key waits to send
+// beyond any batch in flight.
+func (a *Aggregator[M]) Pending(key string) int {
+	if u := a.users[key]; u != nil {
+		return len(u.pending)
+	}
+	return 0
+}
+
+// FlushAll makes every pending batch due now, for shutdown and for a drained,
+// quiet stream.
 func (a *Aggregator[M]) FlushAll() {
 	for key, u := range a.users {
 		if !u.inFlight && !u.queued && len(u.pending) > 0 {

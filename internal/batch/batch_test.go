@@ -279,61 +279,80 @@ func BenchmarkAddNext(b *testing.B) {
 	}
 }
 
-func TestRedeliveredRequestCannotOvertakeNewerOne(t *testing.T) {
-	tests := []struct {
-		name string
-		// newerInFlight: the newer request is taken before the older one
-		// comes back, so the older one waits in pending behind it.
-		newerInFlight bool
-	}{
-		{"older request returns after the newer one settled", false},
-		{"older request returns while the newer one is in flight", true},
+func TestDeadLetteredWinnerHandsOverToNewestLoser(t *testing.T) {
+	a := New[string](20, time.Second)
+	a.Add("u1", event.Follow, []string{site(1)}, 1, "oldest", t0)
+	a.Add("u1", event.Unfollow, []string{site(1)}, 2, "middle", t0)
+	a.Add("u1", event.Follow, []string{site(1), site(2)}, 3, "newest", t0)
+	b, ok := a.Next(t0.Add(time.Second))
+	if !ok {
+		t.Fatal("no batch due")
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a := New[string](20, time.Second)
-			now := t0
-			next := func() *Batch[string] {
-				t.Helper()
-				now = now.Add(time.Second)
-				b, ok := a.Next(now)
-				if !ok {
-					t.Fatal("no batch due")
-				}
-				return b
-			}
-			a.Add("u1", event.Follow, []string{site(1)}, 10, "old", now)
-			b := next()
-			b.Items[0].Retry = true // Graph kept failing: sent back
-			if got := a.Complete(b, now); !slices.Equal(got, []Done[string]{{Msg: "old", Retry: true}}) {
-				t.Fatalf("done: got %+v", got)
-			}
-			a.Add("u1", event.Unfollow, []string{site(1)}, 20, "new", now)
-			nb := next()
-			if tt.newerInFlight {
-				a.Add("u1", event.Follow, []string{site(1)}, 10, "old again", now)
-				if got := a.Complete(nb, now); !slices.Equal(got, []Done[string]{{Msg: "new"}}) {
-					t.Fatalf("done: got %+v", got)
-				}
-			} else {
-				if got := a.Complete(nb, now); !slices.Equal(got, []Done[string]{{Msg: "new"}}) {
-					t.Fatalf("done: got %+v", got)
-				}
-				a.Add("u1", event.Follow, []string{site(1)}, 10, "old again", now)
-			}
-			ob := next()
-			if len(ob.Items) != 1 || !ob.Items[0].Skip {
-				t.Fatalf("returning older request: got %+v, want one skipped item", ob.Items)
-			}
-			if got := len(ob.Calls(20)); got != 0 {
-				t.Errorf("calls for a skipped item: got %d, want 0", got)
-			}
-			if got := a.Complete(ob, now); !slices.Equal(got, []Done[string]{{Msg: "old again"}}) {
-				t.Errorf("done: got %+v, want the older message settled", got)
-			}
-			if got := len(a.guards); got != 0 {
-				t.Errorf("guards left: got %d, want 0", got)
-			}
-		})
+	for i := range b.Items {
+		if b.Items[i].Site == site(1) {
+			b.Items[i].Dead = true // Graph rejected the newest request for site 1
+		}
+	}
+	if got, want := a.Complete(b, t0.Add(time.Second)), []Done[string]{{Msg: "newest"}}; !slices.Equal(got, want) {
+		t.Fatalf("done: got %+v, want %+v (the losers wait for their own verdict)", got, want)
+	}
+	b2, ok := a.Next(t0.Add(time.Second))
+	if !ok {
+		t.Fatal("the heir is not due: it has waited since the first request")
+	}
+	if got, want := summary(t, b2), "u1 follow: unfollow:1"; got != want {
+		t.Fatalf("heir batch: got %q, want %q (the newest request not dead-lettered)", got, want)
+	}
+	if got, want := a.Complete(b2, t0.Add(time.Second)), []Done[string]{{Msg: "middle"}, {Msg: "oldest"}}; !slices.Equal(got, want) {
+		t.Errorf("done: got %+v, want %+v", got, want)
+	}
+}
+
+func TestReturnedBatchWaitsAndMergesWithNewerRequests(t *testing.T) {
+	a := New[string](20, time.Second)
+	a.Add("u1", event.Follow, []string{site(1), site(2)}, 1, "m1", t0)
+	b, ok := a.Next(t0.Add(time.Second))
+	if !ok {
+		t.Fatal("no batch due")
+	}
+	a.Add("u1", event.Unfollow, []string{site(2)}, 2, "m2", t0.Add(time.Second))
+	notBefore := t0.Add(3 * time.Second)
+	a.Return(b, notBefore)
+	if _, ok := a.Next(notBefore.Add(-time.Millisecond)); ok {
+		t.Fatal("returned batch taken before notBefore")
+	}
+	if got, ok := a.Deadline(); !ok || got.After(notBefore) {
+		t.Errorf("deadline: got %v %v, want one no later than %v", got, ok, notBefore)
+	}
+	b2, ok := a.Next(notBefore)
+	if !ok {
+		t.Fatal("returned batch not due at notBefore")
+	}
+	if got, want := summary(t, b2), "u1 follow:1 unfollow:2"; got != want {
+		t.Fatalf("batch after return: got %q, want %q (the newer unfollow supersedes the returned follow)", got, want)
+	}
+	if got, want := a.Complete(b2, notBefore), []Done[string]{{Msg: "m2"}, {Msg: "m1"}}; !slices.Equal(got, want) {
+		t.Errorf("done: got %+v, want %+v", got, want)
+	}
+	if sites, inFlight := a.Stats(); sites != 0 || inFlight != 0 {
+		t.Errorf("stats: got %d sites, %d in flight, want 0, 0", sites, inFlight)
+	}
+}
+
+func TestSkippedItemsAreNotSentAndSettle(t *testing.T) {
+	a := New[string](20, time.Second)
+	a.Add("u1", event.Follow, []string{site(1), site(2)}, 10, "old", t0)
+	b, ok := a.Next(t0.Add(time.Second))
+	if !ok {
+		t.Fatal("no batch due")
+	}
+	b.Items[0].Skip = true // a newer request for site 1 was applied elsewhere
+	calls := b.Calls(20)
+	if len(calls) != 1 || len(calls[0]) != 1 || calls[0][0].Site != site(2) {
+		t.Fatalf("calls: got %v, want one call with site 2 alone", calls)
+	}
+	b.Items[0].Retry = true // ignored for a skipped item
+	if got, want := a.Complete(b, t0.Add(time.Second)), []Done[string]{{Msg: "old"}}; !slices.Equal(got, want) {
+		t.Errorf("done: got %+v, want %+v", got, want)
 	}
 }

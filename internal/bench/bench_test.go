@@ -342,7 +342,8 @@ func TestAckLogSeesAcksFromOutside(t *testing.T) {
 	}
 	ctx := t.Context()
 	spec := provision.Spec{Stream: "SITEFOLLOW", Subjects: []string{"sitefollow.requests.>"}, Consumer: "sitefollow",
-		AckWait: time.Minute, MaxDeliver: 5, MaxAckPending: 100, DLQStream: "SITEFOLLOW_DLQ", DLQSubjects: []string{"sitefollow.dlq.>"}}
+		AckWait: time.Minute, MaxDeliver: 5, MaxAckPending: 100, DLQStream: "SITEFOLLOW_DLQ", DLQSubjects: []string{"sitefollow.dlq.>"},
+		StateBucket: "SITEFOLLOW_STATE", LeaseTTL: time.Minute}
 	if _, err := provision.Apply(ctx, js, spec); err != nil {
 		t.Fatal(err)
 	}

@@ -216,25 +216,10 @@ func lookup(env []string, key string) string {
 	return ""
 }
 
-// spec is the provisioning spec the consumer derives from its settings.
-func (g *rig) spec() provision.Spec {
-	return provision.Spec{
-		Stream:        g.cfg.Stream,
-		Subjects:      strings.Split(g.cfg.StreamSubjects, ","),
-		Consumer:      g.cfg.Consumer,
-		AckWait:       g.cfg.AckWait,
-		MaxDeliver:    g.cfg.MaxDeliver,
-		MaxAckPending: g.cfg.MaxAckPending,
-		DLQStream:     g.cfg.DLQStream,
-		DLQSubjects:   []string{g.cfg.DLQSubjectPrefix + ".>"},
-		DLQDuplicates: g.cfg.DLQDuplicateWindow,
-	}
-}
-
 // provision creates the streams and the durable consumer exactly as the
 // consumer would, so a backlog can be published before it starts.
 func (g *rig) provision(ctx context.Context) (jetstream.Consumer, error) {
-	c, err := provision.Apply(ctx, g.js, g.spec())
+	c, err := provision.Apply(ctx, g.js, provision.SpecFrom(g.cfg))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", g.name, err)
 	}

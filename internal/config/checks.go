@@ -211,6 +211,20 @@ func checkName(v string) error {
 	return nil
 }
 
+// checkBucket checks a key-value bucket name, which JetStream restricts to
+// letters, digits, '-' and '_'.
+func checkBucket(v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	for _, r := range v {
+		if !(r == '-' || r == '_' || r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r))) {
+			return errors.New("must hold only letters, digits, '-' and '_'")
+		}
+	}
+	return nil
+}
+
 // checkSubject checks a NATS subject, or with wildcards a subject filter.
 func checkSubject(wildcards bool) func(string) error {
 	return func(v string) error {

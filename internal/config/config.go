@@ -27,6 +27,9 @@ type Config struct {
 	DLQSubjectPrefix   string
 	DLQDuplicateWindow time.Duration
 	Provision          bool
+	StreamReplicas     int
+	StateBucket        string
+	LeaseTTL           time.Duration
 
 	GraphURL           string
 	GraphOrg           string

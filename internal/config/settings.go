@@ -113,8 +113,17 @@ func table() []spec {
 			"Window in which the dead-letter stream drops a repeated dead letter.",
 			func(c *Config) *time.Duration { return &c.DLQDuplicateWindow }, between(time.Second, 7*24*time.Hour)),
 		boolean("provision", "SITEFOLLOW_PROVISION", "true",
-			"Create or update the streams and consumer at start-up.",
+			"Create or update the streams, consumer and state bucket at start-up; never lowers replicas or changes limits set on existing ones.",
 			func(c *Config) *bool { return &c.Provision }),
+		integer("stream-replicas", "SITEFOLLOW_STREAM_REPLICAS", "1",
+			"Replicas of both streams and the state bucket when provisioning creates them (3 on a three-node cluster); existing ones are raised to it, never lowered.",
+			func(c *Config) *int { return &c.StreamReplicas }, 1, 5),
+		str("state-bucket", "SITEFOLLOW_STATE_BUCKET", "SITEFOLLOW_STATE",
+			"Key-value bucket the replicas share: a lease per user and, per (user, site), the newest request applied.",
+			func(c *Config) *string { return &c.StateBucket }, checkBucket),
+		duration("lease-ttl", "SITEFOLLOW_LEASE_TTL", "60s",
+			"How long a replica's claim on a user outlives the replica: after a crash, that user's requests wait this long for another replica.",
+			func(c *Config) *time.Duration { return &c.LeaseTTL }, between(5*time.Second, time.Hour)),
 
 		str("graph-url", "SITEFOLLOW_GRAPH_URL", "https://graph.microsoft.com",
 			"Microsoft Graph base URL (https; http only for loopback), without a path.",
@@ -217,6 +226,12 @@ func relations() []relation {
 			if c.MaxAckPending < 4*c.BatchMaxSites {
 				return fmt.Errorf("must be at least 4 × %s (%d): with fewer requests in flight batches never fill and are only sent when %s expires",
 					name("batch-max-sites"), 4*c.BatchMaxSites, name("batch-linger"))
+			}
+			return nil
+		}},
+		{"lease-ttl", func(c *Config, name func(string) string) error {
+			if c.LeaseTTL < c.GraphTimeout+10*time.Second {
+				return fmt.Errorf("must be at least %s (%v) + 10s: a lease must outlive every Graph call made under it", name("graph-timeout"), c.GraphTimeout)
 			}
 			return nil
 		}},

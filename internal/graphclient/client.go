@@ -104,6 +104,9 @@ const (
 	// CodeInvalidUserID means the user id is empty, "." or "..", which cannot
 	// name a user and must not become a path segment.
 	CodeInvalidUserID = "invalidUserId"
+	// CodeNotPermitted means the caller's permit refused a call (see
+	// WithPermit): nothing was sent, and the caller decides what follows.
+	CodeNotPermitted = "notPermitted"
 )
 
 // SiteError describes why a site is Rejected or Unresolved.
@@ -360,8 +363,11 @@ func (c *Client) ThrottledUntil() time.Time {
 // returns one SiteResult per input site, in input order. Ids are matched
 // case-insensitively; duplicates are sent once and share a verdict. Apply
 // never returns Applied for a site Graph did not confirm.
-func (c *Client) Apply(ctx context.Context, userID string, op Operation, siteIDs []string) []SiteResult {
+func (c *Client) Apply(ctx context.Context, userID string, op Operation, siteIDs []string, opts ...ApplyOption) []SiteResult {
 	r := newRun(c, userID, op, siteIDs)
+	for _, o := range opts {
+		o(r)
+	}
 	if len(siteIDs) == 0 {
 		return r.results
 	}
@@ -389,6 +395,17 @@ func (c *Client) Apply(ctx context.Context, userID string, op Operation, siteIDs
 	})
 	r.finish(ctx, err)
 	return r.results
+}
+
+// ApplyOption adjusts one Apply call.
+type ApplyOption func(*run)
+
+// WithPermit makes Apply ask permit right before each HTTP request, after
+// every wait: the caller's lease on the user must still cover the request.
+// When permit fails, no request is sent and the open sites are Unresolved
+// with CodeNotPermitted.
+func WithPermit(permit func(ctx context.Context, callTimeout time.Duration) error) ApplyOption {
+	return func(r *run) { r.permit = permit }
 }
 
 // retryError asks backoff to try again; reason labels the retries metric.
@@ -437,6 +454,7 @@ type run struct {
 	results []SiteResult
 	sites   map[string]*site // by lower-case id
 	order   []string         // lower-case ids in first-seen order
+	permit  func(ctx context.Context, callTimeout time.Duration) error
 }
 
 func newRun(c *Client, userID string, op Operation, siteIDs []string) *run {
@@ -556,6 +574,9 @@ func (r *run) attempt(ctx context.Context) error {
 	if err := r.waitGate(ctx, keys); err != nil {
 		return err
 	}
+	if err := r.askPermit(ctx, keys); err != nil {
+		return err
+	}
 	resp, err := r.send(ctx, keys, token, body)
 	defer func() { resp.release(r.c) }()
 	r.c.pace(resp)
@@ -570,6 +591,9 @@ func (r *run) attempt(ctx context.Context) error {
 			return r.tokenFailure(ctx, keys, err)
 		}
 		if err := r.waitGate(ctx, keys); err != nil {
+			return err
+		}
+		if err := r.askPermit(ctx, keys); err != nil {
 			return err
 		}
 		resp, err = r.send(ctx, keys, token, body)
@@ -713,6 +737,22 @@ func (r *run) waitGate(ctx context.Context, keys []string) error {
 		return backoff.Permanent(errStop)
 	case err != nil:
 		return backoff.Permanent(err)
+	}
+	return nil
+}
+
+// askPermit asks the caller's permit, if any, whether a request may go out
+// now; a refusal ends the attempts.
+func (r *run) askPermit(ctx context.Context, keys []string) error {
+	if r.permit == nil {
+		return nil
+	}
+	if err := r.permit(ctx, r.c.requestTimeout); err != nil {
+		if ctx.Err() != nil {
+			return backoff.Permanent(ctx.Err())
+		}
+		r.setPendingErr(keys, &SiteError{Code: CodeNotPermitted, Message: err.Error()})
+		return backoff.Permanent(errStop)
 	}
 	return nil
 }

@@ -22,14 +22,17 @@ import (
 	"github.com/sitefollow/sitefollow/internal/graphclient"
 	"github.com/sitefollow/sitefollow/internal/graphsim"
 	"github.com/sitefollow/sitefollow/internal/handler"
+	"github.com/sitefollow/sitefollow/internal/ledger"
 	"github.com/sitefollow/sitefollow/internal/natsembed"
 	"github.com/sitefollow/sitefollow/internal/provision"
 )
 
 const (
-	stream    = "SITEFOLLOW"
-	dlqStream = "SITEFOLLOW_DLQ"
-	dlqPrefix = "sitefollow.dlq"
+	stream      = "SITEFOLLOW"
+	dlqStream   = "SITEFOLLOW_DLQ"
+	dlqPrefix   = "sitefollow.dlq"
+	stateBucket = "SITEFOLLOW_STATE"
+	leaseTTL    = 30 * time.Second
 )
 
 // site returns a well-formed site id numbered n, known to the simulator when
@@ -60,6 +63,8 @@ type env struct {
 	done    chan error
 	logSink io.Writer
 	graph   handler.Graph
+	// replicas counts handlers started, to name each one's leases.
+	replicas int
 }
 
 type option func(*env)
@@ -94,6 +99,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 		Stream: stream, Subjects: []string{"sitefollow.requests.>"}, Consumer: "sitefollow",
 		AckWait: e.cfg.AckWait, MaxDeliver: e.cfg.MaxDeliver, MaxAckPending: e.cfg.MaxAckPending,
 		DLQStream: dlqStream, DLQSubjects: []string{dlqPrefix + ".>"}, DLQDuplicates: time.Hour,
+		StateBucket: stateBucket, LeaseTTL: leaseTTL,
 	}
 	e.startNATS()
 	var sites []string
@@ -191,7 +197,14 @@ func (e *env) start() {
 	if e.graph != nil {
 		g = e.graph
 	}
-	h := handler.New(e.cfg, g, dlq.NewPublisher(js, e.prefix), log, nil)
+	e.replicas++
+	led, err := ledger.Open(context.Background(), js, ledger.Config{
+		Bucket: stateBucket, Stream: stream, Owner: "replica-" + itoa(e.replicas), LeaseTTL: leaseTTL,
+	})
+	if err != nil {
+		e.t.Fatalf("ledger: %v", err)
+	}
+	h := handler.New(e.cfg, g, dlq.NewPublisher(js, e.prefix), led, log, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.done = make(chan error, 1)

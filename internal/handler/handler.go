@@ -8,6 +8,14 @@
 // running one user's batch against Graph and publishing that batch's dead
 // letters, and gets the batch back on a channel. Because one goroutine owns
 // the state, there are no locks on the hot path.
+//
+// Replicas share the durable consumer, so one user's requests may be spread
+// over several of them, and over redeliveries and restarts. A worker first
+// takes the user's lease in the ledger (internal/ledger): while it holds it
+// no other replica sends calls for that user. It skips every site the
+// ledger says a request at least as new was applied for, and records what
+// Graph applied before the messages are acknowledged. A user leased by
+// another replica is handed back to the aggregator and tried again shortly.
 package handler
 
 import (
@@ -23,12 +31,27 @@ import (
 	"github.com/sitefollow/sitefollow/internal/batch"
 	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/graphclient"
+	"github.com/sitefollow/sitefollow/internal/ledger"
 )
 
 // Graph applies one call's worth of sites for a user.
 type Graph interface {
-	Apply(ctx context.Context, userID string, op graphclient.Operation, siteIDs []string) []graphclient.SiteResult
+	Apply(ctx context.Context, userID string, op graphclient.Operation, siteIDs []string, opts ...graphclient.ApplyOption) []graphclient.SiteResult
 }
+
+// Ledger is the state replicas share: a lease per user, and per (user,
+// site) the newest request Graph applied. *ledger.Ledger implements it.
+type Ledger interface {
+	Acquire(ctx context.Context, userKey string) (*ledger.Lease, error)
+	Ensure(ctx context.Context, ls *ledger.Lease, need time.Duration) error
+	Commit(ctx context.Context, ls *ledger.Lease, applied map[string]uint64) error
+	Release(ctx context.Context, ls *ledger.Lease) error
+}
+
+// leaseMargin is how much longer than a Graph call a lease must still run
+// when the call goes out, so the call is answered (or abandoned) and its
+// outcome recorded before any other replica could take the user.
+const leaseMargin = 5 * time.Second
 
 // DeadLetters stores a dead letter and returns once it is durable.
 type DeadLetters interface {
@@ -56,6 +79,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// PullMaxMessages is how many messages the client buffers per pull.
 	PullMaxMessages int
+	// LeaseHold is how long a worker may keep a user's lease across
+	// batches while the user has more work here; past it the lease is given
+	// up after each batch so other replicas holding requests for the user
+	// get their turn. Zero means five lingers, between 2s and 20s.
+	LeaseHold time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -65,20 +93,24 @@ type Handler struct {
 	cfg     Config
 	graph   Graph
 	dlq     DeadLetters
+	ledger  Ledger
 	log     zerolog.Logger
 	metrics *Metrics
 	decoder event.Decoder
 }
 
 // New returns a Handler. metrics may be nil.
-func New(cfg Config, graph Graph, dlq DeadLetters, log zerolog.Logger, metrics *Metrics) *Handler {
+func New(cfg Config, graph Graph, dlq DeadLetters, led Ledger, log zerolog.Logger, metrics *Metrics) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.PullMaxMessages <= 0 {
 		cfg.PullMaxMessages = min(max(cfg.MaxAckPending/4, 100), 5000)
 	}
-	return &Handler{cfg: cfg, graph: graph, dlq: dlq, log: log, metrics: metrics,
+	if cfg.LeaseHold <= 0 {
+		cfg.LeaseHold = min(max(5*cfg.BatchLinger, 2*time.Second), 20*time.Second)
+	}
+	return &Handler{cfg: cfg, graph: graph, dlq: dlq, ledger: led, log: log, metrics: metrics,
 		decoder: event.Decoder{MaxSites: cfg.EventMaxSites}}
 }
 
@@ -142,12 +174,27 @@ func (s *heldSet) all() []*tracked {
 
 type item = batch.Item[*tracked]
 
-// result is a worker's report to the loop: a batch with Retry set on
-// unsettled items, or an invalid event and whether its dead letter is stored.
+// job is a worker's assignment: one user's batch, with the user's lease
+// when this replica kept it from the previous batch.
+type job struct {
+	batch *batch.Batch[*tracked]
+	lease *ledger.Lease
+	// keep says the user has more pending here: keep the lease for it.
+	keep bool
+}
+
+// result is a worker's report to the loop: a batch with Retry and Dead set
+// on its items and the lease if kept, a batch not sent at all (busy or
+// unavailable), an invalid event and whether its dead letter is stored, or
+// a lease given back.
 type result struct {
-	batch   *batch.Batch[*tracked]
-	invalid *tracked
-	dlqErr  error
+	batch       *batch.Batch[*tracked]
+	lease       *ledger.Lease
+	busy        bool  // another replica serves the user
+	unavailable error // the ledger could not be reached
+	invalid     *tracked
+	dlqErr      error
+	released    bool
 }
 
 // Run consumes until ctx is cancelled, then stops pulling, flushes what it
@@ -162,6 +209,8 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 		agg:     batch.New[*tracked](h.cfg.BatchMaxSites, h.cfg.BatchLinger),
 		results: make(chan result, 2*h.cfg.MaxConcurrency),
 		inbox:   inbox,
+		leases:  make(map[string]*ledger.Lease),
+		busy:    make(map[string]int),
 	}
 	// Workers outlive ctx during shutdown so in-flight calls can finish;
 	// workCtx bounds them.
@@ -219,14 +268,42 @@ func (h *Handler) lastDelivery(t *tracked) bool {
 	return h.cfg.MaxDeliver > 0 && t.meta.NumDelivered >= uint64(h.cfg.MaxDeliver)
 }
 
-// process runs one user's batch against Graph and dead-letters what Graph
-// rejected. It marks Retry on items that must come back.
-func (h *Handler) process(ctx context.Context, b *batch.Batch[*tracked]) {
+// process runs one user's batch against Graph under the user's lease and
+// dead-letters what Graph rejected. It marks Retry on items that must come
+// back, Dead on those dead-lettered, Skip on those a newer request already
+// covers.
+func (h *Handler) process(ctx context.Context, j job) result {
+	b := j.batch
+	res := result{batch: b}
+	ls := j.lease
+	if ls == nil {
+		var err error
+		ls, err = h.ledger.Acquire(ctx, b.Key())
+		switch {
+		case errors.Is(err, ledger.ErrBusy):
+			h.metrics.lease("busy")
+			res.busy = true
+			return res
+		case err != nil:
+			h.metrics.lease("error")
+			res.unavailable = err
+			return res
+		}
+		h.metrics.lease("acquired")
+	}
 	for i := range b.Items {
-		if b.Items[i].Skip {
-			h.metrics.skipped(b.Items[i].Action)
+		it := &b.Items[i]
+		if ls.Applied(it.Key()) >= it.Ticket.Seq {
+			// Applied already (an earlier delivery), or superseded by a
+			// newer request applied meanwhile, here or on another replica.
+			it.Skip = true
+			h.metrics.skipped(it.Action)
 		}
 	}
+	permit := graphclient.WithPermit(func(ctx context.Context, callTimeout time.Duration) error {
+		return h.ledger.Ensure(ctx, ls, callTimeout+leaseMargin)
+	})
+	applied := make(map[string]uint64)
 	for _, call := range b.Calls(h.cfg.BatchMaxSites) {
 		op := graphclient.Add
 		if call[0].Action == event.Unfollow {
@@ -236,27 +313,59 @@ func (h *Handler) process(ctx context.Context, b *batch.Batch[*tracked]) {
 		for i, it := range call {
 			sites[i] = it.Site
 		}
-		results := h.graph.Apply(ctx, b.UserID, op, sites)
+		results := h.graph.Apply(ctx, b.UserID, op, sites, permit)
 		for i, it := range call {
-			h.resolve(ctx, b.UserID, it, results[i])
+			if h.resolve(ctx, b.UserID, it, results[i]) {
+				applied[it.Key()] = it.Ticket.Seq
+			}
 		}
+	}
+	if err := h.ledger.Commit(ctx, ls, applied); err != nil {
+		// Unrecorded, an applied request could be overtaken by an older one
+		// on redelivery elsewhere: redeliver it, so it is applied again and
+		// recorded before it is acknowledged.
+		h.metrics.lease("lost")
+		h.log.Warn().Err(err).Str("user", b.UserID).Int("sites", len(applied)).Msg("cannot record applied sites; they will be redelivered")
+		for i := range b.Items {
+			if _, ok := applied[b.Items[i].Key()]; ok {
+				b.Items[i].Retry = true
+			}
+		}
+		h.release(ctx, ls)
+		return res
+	}
+	if j.keep && ls.Age(h.cfg.Now()) < h.cfg.LeaseHold && ctx.Err() == nil {
+		res.lease = ls
+		return res
+	}
+	h.release(ctx, ls)
+	return res
+}
+
+// release gives a lease back; if that fails it ends by its TTL.
+func (h *Handler) release(ctx context.Context, ls *ledger.Lease) {
+	if err := h.ledger.Release(context.WithoutCancel(ctx), ls); err != nil {
+		h.log.Debug().Err(err).Stringer("lease", ls).Msg("lease not released; it expires by its TTL")
 	}
 }
 
-func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphclient.SiteResult) {
+// resolve settles one site of a call and reports whether Graph applied it.
+func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphclient.SiteResult) bool {
 	t := it.Ticket.Msg
 	h.metrics.site(it.Action, r.Outcome, it.Superseded())
+	notPermitted := r.Err != nil && r.Err.Code == graphclient.CodeNotPermitted
 	switch {
 	case r.Outcome == graphclient.Applied:
-		return
-	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(t) || ctx.Err() != nil):
-		// A call cut short by shutdown says nothing about the site: leave
-		// it to redelivery even on the last delivery.
+		return true
+	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(t) || ctx.Err() != nil || notPermitted):
+		// A call cut short by shutdown, or never sent because the lease
+		// could not be kept, says nothing about the site: leave it to
+		// redelivery even on the last delivery.
 		it.Retry = true
 		if r.Err != nil {
 			t.notBefore = max(t.notBefore, r.Err.RetryAfter)
 		}
-		return
+		return false
 	}
 	f := event.Failure{Code: event.CodeRetriesExhausted, Message: "no answer from Graph"}
 	if r.Err != nil {
@@ -273,11 +382,13 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 		h.log.Error().Err(err).Str("user", userID).Str("site", it.Site).Str("code", f.Code).
 			Msg("dead-letter publish failed; the request will be redelivered")
 		it.Retry = true
-		return
+		return false
 	}
+	it.Dead = true
 	h.metrics.deadLettered(f.Code)
 	h.log.Info().Str("user", userID).Str("action", string(it.Action)).Str("site", it.Site).
 		Str("code", f.Code).Int("httpStatus", f.HTTPStatus).Msg("site dead-lettered")
+	return false
 }
 
 func (h *Handler) deadLetter(t *tracked, f event.Failure) event.DeadLetter {

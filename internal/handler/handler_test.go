@@ -405,3 +405,66 @@ func TestRecoversWhenConsumerIsDeleted(t *testing.T) {
 		t.Errorf("followed: got %v, want %v", got, want)
 	}
 }
+
+func TestRedeliveredMultiSiteMessageResendsOnlyUnsettled(t *testing.T) {
+	// The follow of two sites fails transiently for site 1 on every
+	// in-process attempt and is sent back; site 2 is applied. An unfollow of
+	// site 2 published meanwhile succeeds. When the follow returns it must
+	// re-send site 1 only: site 2 is settled, and newer intent owns it.
+	e := newEnv(t, withConfig(func(c *handler.Config) {
+		c.BatchLinger = 50 * time.Millisecond
+		c.NakBaseDelay, c.NakMaxDelay = 3*time.Second, 3*time.Second
+	}))
+	e.sim.FailSite(site(1), "serviceNotAvailable", 4) // the client makes 4 attempts
+	e.send("ann@contoso.com", event.Follow, site(1), site(2))
+	e.eventually("the follow to be sent back", func() bool { return e.sim.CallCount() >= 4 })
+	e.send("ann@contoso.com", event.Unfollow, site(2))
+	e.settled()
+	if got, want := e.followed("ann@contoso.com"), sorted(site(1)); !slices.Equal(got, want) {
+		t.Errorf("followed: got %v, want %v (the newer unfollow of site 2 wins)", got, want)
+	}
+	calls := e.sim.Calls()
+	last := calls[len(calls)-1]
+	if last.Op != "add" || len(last.SiteIDs) != 1 || event.SiteKey(last.SiteIDs[0]) != event.SiteKey(site(1)) {
+		t.Errorf("redelivered call: got %s %v, want add of site 1 alone", last.Op, last.SiteIDs)
+	}
+}
+
+func TestRedeliveryToAnotherReplicaDoesNotUndoNewerOne(t *testing.T) {
+	// Replica A sends the follow back after transient failures and stops;
+	// replica B applies a newer unfollow, then receives the follow's
+	// redelivery. B never saw the follow fail, so only state shared between
+	// replicas can tell it the follow is stale.
+	e := newEnv(t, withConfig(func(c *handler.Config) {
+		c.BatchLinger = 50 * time.Millisecond
+		c.NakBaseDelay, c.NakMaxDelay = 3*time.Second, 3*time.Second
+	}))
+	e.sim.FailSite(site(1), "serviceNotAvailable", 4)
+	e.send("ann@contoso.com", event.Follow, site(1))
+	e.eventually("the follow to be sent back", func() bool { return e.sim.CallCount() >= 4 })
+	e.stop()
+	e.start()
+	e.send("ann@contoso.com", event.Unfollow, site(1))
+	e.settled()
+	if got := e.followed("ann@contoso.com"); len(got) != 0 {
+		t.Errorf("followed: got %v, want none (the newer unfollow wins)", got)
+	}
+}
+
+func TestTwoSentBackRequestsForOnePairComeBackInEitherOrder(t *testing.T) {
+	// The follow is sent back twice (its next delay doubles); the newer
+	// unfollow is sent back once, returns first and succeeds. The follow,
+	// returning last, must not re-follow the site.
+	e := newEnv(t, withConfig(func(c *handler.Config) {
+		c.BatchLinger = 50 * time.Millisecond
+		c.NakBaseDelay, c.NakMaxDelay = 2*time.Second, time.Minute
+	}))
+	e.sim.FailSite(site(1), "serviceNotAvailable", 12) // follow: 2 deliveries × 4 attempts; unfollow: 1 × 4
+	e.send("ann@contoso.com", event.Follow, site(1))
+	e.eventually("the follow to be sent back twice", func() bool { return e.sim.CallCount() >= 8 })
+	e.send("ann@contoso.com", event.Unfollow, site(1))
+	e.settled()
+	if got := e.followed("ann@contoso.com"); len(got) != 0 {
+		t.Errorf("followed: got %v, want none (the newer unfollow wins)", got)
+	}
+}

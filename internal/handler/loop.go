@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sitefollow/sitefollow/internal/batch"
+	"github.com/sitefollow/sitefollow/internal/ledger"
 )
 
 // subscription is the live Consume of one consumer. Only the loop goroutine
@@ -97,6 +98,11 @@ type loop struct {
 	inbox   chan delivery
 	workers int
 	invalid []*tracked
+	// leases are users' leases kept between batches, by user key.
+	leases map[string]*ledger.Lease
+	// busy counts, by user key, batches handed back in a row because
+	// another replica served the user; it sets the wait before the next try.
+	busy map[string]int
 
 	// backlog is the stream's undelivered count as of the latest message;
 	// lastArrival is when that message arrived. Together they tell when the
@@ -131,7 +137,7 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 		case <-quiet.C:
 			l.quiet = l.backlog == 0 && h.cfg.Now().Sub(l.lastArrival) >= h.cfg.BatchQuiet
 		case r := <-l.results:
-			l.finish(r)
+			l.finish(workCtx, r)
 		case <-linger.C:
 			armed = time.Time{}
 		case <-progress.C:
@@ -218,29 +224,69 @@ func (l *loop) dispatch(workCtx context.Context, force bool) {
 		if !ok {
 			break
 		}
+		j := job{batch: b, lease: l.leases[b.Key()], keep: l.agg.Pending(b.Key()) > 0}
+		delete(l.leases, b.Key())
 		l.workers++
-		go func() {
-			h.process(workCtx, b)
-			l.results <- result{batch: b}
-		}()
+		go func() { l.results <- h.process(workCtx, j) }()
 	}
 }
 
-func (l *loop) finish(r result) {
+// busyDelay is how long a user served by another replica waits before the
+// next try: short at first (the other replica's batch is usually one call),
+// doubling to a second.
+func busyDelay(n int) time.Duration {
+	d := 25 * time.Millisecond << min(n, 6)
+	return min(d, time.Second)
+}
+
+func (l *loop) finish(workCtx context.Context, r result) {
 	h := l.h
 	l.workers--
-	if r.invalid != nil {
+	switch {
+	case r.released:
+		return
+	case r.invalid != nil:
 		l.held.remove(r.invalid)
 		if r.dlqErr != nil {
 			h.log.Error().Err(r.dlqErr).Msg("invalid event kept for redelivery")
 		}
 		h.settle(r.invalid, r.dlqErr != nil)
 		return
+	case r.busy || r.unavailable != nil:
+		key := r.batch.Key()
+		n := l.busy[key]
+		l.busy[key] = n + 1
+		delay := busyDelay(n)
+		if r.unavailable != nil {
+			delay = max(delay, time.Second)
+			h.log.Warn().Err(r.unavailable).Str("user", r.batch.UserID).Dur("retryIn", delay).Msg("ledger unavailable; batch waits")
+		}
+		l.agg.Return(r.batch, h.cfg.Now().Add(delay))
+		return
 	}
+	key := r.batch.Key()
+	delete(l.busy, key)
 	for _, d := range l.agg.Complete(r.batch, h.cfg.Now()) {
 		l.held.remove(d.Msg)
 		h.settle(d.Msg, d.Retry)
 	}
+	if r.lease == nil {
+		return
+	}
+	if l.agg.Pending(key) > 0 {
+		l.leases[key] = r.lease
+		return
+	}
+	l.releaseLease(workCtx, r.lease)
+}
+
+// releaseLease gives a kept lease back in a worker of its own.
+func (l *loop) releaseLease(workCtx context.Context, ls *ledger.Lease) {
+	l.workers++
+	go func() {
+		l.h.release(workCtx, ls)
+		l.results <- result{released: true}
+	}()
 }
 
 // keepAlive tells the server that messages held longer than a third of
@@ -281,7 +327,7 @@ func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) 
 		}
 		select {
 		case r := <-l.results:
-			l.finish(r)
+			l.finish(workCtx, r)
 		case <-deadline.C:
 			h.log.Warn().Int("workers", l.workers).Msg("shutdown timeout: cancelling Graph calls in flight")
 			cancelWork()
@@ -290,5 +336,9 @@ func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) 
 	for _, t := range l.held.all() {
 		h.settle(t, true)
 		l.held.remove(t)
+	}
+	for key, ls := range l.leases {
+		h.release(workCtx, ls)
+		delete(l.leases, key)
 	}
 }

@@ -17,6 +17,7 @@ type Metrics struct {
 	pendingSites prometheus.Gauge
 	inFlight     prometheus.Gauge
 	heldMessages prometheus.Gauge
+	leases       *prometheus.CounterVec
 
 	// siteCounters are the sites vector's children, resolved once: they are bumped for
 	// every site, and a label lookup per site shows in profiles.
@@ -49,8 +50,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		heldMessages: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sitefollow_held_messages", Help: "Request messages delivered and not yet settled.",
 		}),
+		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sitefollow_leases_total",
+			Help: "User leases asked for: acquired, busy (another replica serves the user), error (the ledger could not be reached), lost (applied sites could not be recorded).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.events, m.sites, m.deadLetters, m.messages, m.pendingSites, m.inFlight, m.heldMessages)
+	reg.MustRegister(m.events, m.sites, m.deadLetters, m.messages, m.pendingSites, m.inFlight, m.heldMessages, m.leases)
 	for a, action := range []event.Action{event.Follow, event.Unfollow} {
 		for o, outcome := range []string{"superseded", "applied", "rejected", "unresolved"} {
 			m.siteCounters[a][o] = m.sites.WithLabelValues(string(action), outcome)
@@ -103,6 +108,13 @@ func actionIndex(action event.Action) int {
 func (m *Metrics) deadLettered(code string) {
 	if m != nil {
 		m.deadLetters.WithLabelValues(code).Inc()
+	}
+}
+
+// lease counts one lease outcome; result is one of a fixed few.
+func (m *Metrics) lease(result string) {
+	if m != nil {
+		m.leases.WithLabelValues(result).Inc()
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 )
 
 func TestNakDelayGrowsWithDeliveries(t *testing.T) {
-	h := New(Config{NakBaseDelay: time.Second, NakMaxDelay: 10 * time.Second, MaxAckPending: 100}, nil, nil, zeroLogger(), nil)
+	h := New(Config{NakBaseDelay: time.Second, NakMaxDelay: 10 * time.Second, MaxAckPending: 100}, nil, nil, nil, zeroLogger(), nil)
 	tests := []struct {
 		delivered uint64
 		lo, hi    time.Duration

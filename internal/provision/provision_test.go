@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ func TestApplyIsIdempotentAndKeepsRequests(t *testing.T) {
 		Stream: "SITEFOLLOW", Subjects: []string{"sitefollow.requests.>"}, Consumer: "sitefollow",
 		AckWait: time.Minute, MaxDeliver: 10, MaxAckPending: 20000,
 		DLQStream: "SITEFOLLOW_DLQ", DLQSubjects: []string{"sitefollow.dlq.>"}, DLQDuplicates: time.Hour,
+		StateBucket: "SITEFOLLOW_STATE", LeaseTTL: time.Minute,
 	}
 	ctx := t.Context()
 	for range 2 {
@@ -66,5 +68,79 @@ func TestApplyIsIdempotentAndKeepsRequests(t *testing.T) {
 	missing.Consumer = "nobody"
 	if _, err := Lookup(ctx, js, missing); err == nil {
 		t.Error("Lookup of a missing consumer: got no error")
+	}
+}
+
+func TestReconcileNeverLowersOrOverridesTheOperator(t *testing.T) {
+	spec := Spec{Stream: "SITEFOLLOW", Subjects: []string{"sitefollow.requests.>"}, Replicas: 1,
+		DLQStream: "SITEFOLLOW_DLQ", DLQSubjects: []string{"sitefollow.dlq.>"}, DLQDuplicates: time.Hour}
+	want := spec.RequestStream()
+	tests := []struct {
+		name        string
+		have        func(c *jetstream.StreamConfig)
+		replicas    int
+		wantChanged bool
+		check       func(t *testing.T, got jetstream.StreamConfig)
+		wantNotes   int
+		wantErr     bool
+	}{
+		{name: "identical: nothing to do", have: func(*jetstream.StreamConfig) {}, replicas: 1},
+		{name: "R3 kept when R1 asked", have: func(c *jetstream.StreamConfig) { c.Replicas = 3 }, replicas: 1, wantNotes: 1,
+			check: func(t *testing.T, got jetstream.StreamConfig) {
+				if got.Replicas != 3 {
+					t.Errorf("replicas: got %d, want 3", got.Replicas)
+				}
+			}},
+		{name: "R1 raised when R3 asked", have: func(*jetstream.StreamConfig) {}, replicas: 3, wantChanged: true,
+			check: func(t *testing.T, got jetstream.StreamConfig) {
+				if got.Replicas != 3 {
+					t.Errorf("replicas: got %d, want 3", got.Replicas)
+				}
+			}},
+		{name: "operator limits kept", have: func(c *jetstream.StreamConfig) {
+			c.MaxAge, c.MaxBytes, c.MaxMsgs = 24*time.Hour, 1<<30, 1000
+		}, replicas: 1, wantNotes: 3, check: func(t *testing.T, got jetstream.StreamConfig) {
+			if got.MaxAge != 24*time.Hour || got.MaxBytes != 1<<30 || got.MaxMsgs != 1000 {
+				t.Errorf("limits: got age %v bytes %d msgs %d, want the operator's", got.MaxAge, got.MaxBytes, got.MaxMsgs)
+			}
+		}},
+		{name: "missing subject added", have: func(c *jetstream.StreamConfig) { c.Subjects = []string{"other.>"} }, replicas: 1, wantChanged: true,
+			check: func(t *testing.T, got jetstream.StreamConfig) {
+				if len(got.Subjects) != 2 {
+					t.Errorf("subjects: got %v, want other.> and sitefollow.requests.>", got.Subjects)
+				}
+			}},
+		{name: "limits retention refused", have: func(c *jetstream.StreamConfig) { c.Retention = jetstream.LimitsPolicy }, replicas: 1, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			have := want
+			tt.have(&have)
+			s := spec
+			s.Replicas = tt.replicas
+			var notes []string
+			s.Report = func(n string) { notes = append(notes, n) }
+			w := s.RequestStream()
+			got, changed, err := reconcile(s, have, w)
+			var conflict *ConflictError
+			if tt.wantErr {
+				if !errors.As(err, &conflict) {
+					t.Fatalf("error: got %v, want a *ConflictError", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("reconcile: %v", err)
+			}
+			if changed != tt.wantChanged {
+				t.Errorf("changed: got %v, want %v", changed, tt.wantChanged)
+			}
+			if len(notes) != tt.wantNotes {
+				t.Errorf("notes: got %q, want %d", notes, tt.wantNotes)
+			}
+			if tt.check != nil {
+				tt.check(t, got)
+			}
+		})
 	}
 }

@@ -1,0 +1,362 @@
+// Package ledger is the state that replicas of the consumer share so that,
+// for every (user, site), Graph ends at the latest request however requests
+// are spread over replicas, redeliveries and restarts. It lives in one
+// JetStream key-value bucket and holds two kinds of key per user:
+//
+//   - lease.<user>: which replica may send Graph calls for the user now. It
+//     is created only if absent and carries a per-key TTL, so a replica that
+//     dies gives the user up after the TTL without anyone's help. While one
+//     replica holds it, no other has a call for that user in flight, so two
+//     requests for one pair can never race to Graph.
+//   - applied.<user>: per site, the stream sequence of the newest request
+//     Graph confirmed. A request no newer than that is stale (a redelivery
+//     after a lost ack, an older request sent back for redelivery, a
+//     multi-site message whose other sites were applied) and is skipped. It
+//     is written, by compare-and-set, before the requests are acknowledged.
+//
+// User keys are base64url of the canonical user id, because key-value keys
+// allow neither "@" nor most punctuation user principal names may hold.
+package ledger
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Errors a caller branches on.
+var (
+	// ErrBusy means another replica holds the user's lease: try later.
+	ErrBusy = errors.New("ledger: user is served by another replica")
+	// ErrLost means the lease ended (expired while NATS was unreachable, or
+	// taken over): the holder must not send more calls for the user.
+	ErrLost = errors.New("ledger: lease lost")
+)
+
+// recordTTL bounds how long an idle user's record lives. A record only
+// matters while a request older than it may still come back, and no request
+// waits in the stream anywhere near this long.
+const recordTTL = 7 * 24 * time.Hour
+
+// maxRecordSites bounds one user's record. Entries are dropped, oldest
+// first, only past it; the floor normally prunes records long before.
+const maxRecordSites = 5000
+
+// refreshEvery is how often the request stream's first sequence and
+// identity are re-read, for pruning and to notice a re-created stream.
+const refreshEvery = 5 * time.Second
+
+// Config configures a Ledger.
+type Config struct {
+	// Bucket is the key-value bucket; it must exist (see provision).
+	Bucket string
+	// Stream is the request stream whose sequences the records hold.
+	Stream string
+	// Owner names this replica in the leases it holds, for operators.
+	Owner string
+	// LeaseTTL is how long a lease lives without renewal: how long a
+	// replica that died keeps its users from the others.
+	LeaseTTL time.Duration
+	// Now is the clock; nil means time.Now. Lease validity is judged on it,
+	// so it must advance at the rate of real time.
+	Now func() time.Time
+}
+
+// Ledger reads and writes leases and records. It is safe for concurrent use.
+type Ledger struct {
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+	cfg Config
+
+	mu        sync.Mutex
+	floor     uint64    // the request stream's first sequence
+	epoch     string    // the request stream's creation time: its identity
+	refreshed time.Time // when floor and epoch were read
+}
+
+// Open returns a Ledger on an existing bucket and reads the request
+// stream's state once.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Ledger, error) {
+	switch {
+	case cfg.Bucket == "" || cfg.Stream == "":
+		return nil, errors.New("ledger: open: bucket and stream are required")
+	case cfg.LeaseTTL < 2*time.Second:
+		return nil, fmt.Errorf("ledger: open: lease TTL %v is shorter than 2s", cfg.LeaseTTL)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open bucket %s: %w", cfg.Bucket, err)
+	}
+	l := &Ledger{js: js, kv: kv, cfg: cfg}
+	if err := l.refresh(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// refresh re-reads the request stream's first sequence and creation time.
+func (l *Ledger) refresh(ctx context.Context) error {
+	s, err := l.js.Stream(ctx, l.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("ledger: read stream %s: %w", l.cfg.Stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger: read stream %s: %w", l.cfg.Stream, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.floor = info.State.FirstSeq
+	l.epoch = info.Created.UTC().Format(time.RFC3339Nano)
+	l.refreshed = l.cfg.Now()
+	return nil
+}
+
+// view returns the stream's floor and epoch, re-reading them when stale. A
+// failed re-read keeps the last view: pruning less is always safe.
+func (l *Ledger) view(ctx context.Context) (floor uint64, epoch string) {
+	l.mu.Lock()
+	stale := l.cfg.Now().Sub(l.refreshed) >= refreshEvery
+	if stale {
+		// Only one caller re-reads; the others use the current view.
+		l.refreshed = l.cfg.Now()
+	}
+	l.mu.Unlock()
+	if stale {
+		if err := l.refresh(ctx); err != nil {
+			l.mu.Lock()
+			l.refreshed = time.Time{}
+			l.mu.Unlock()
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.floor, l.epoch
+}
+
+// Lease is one replica's exclusive right to send Graph calls for one user,
+// with the user's record as it stood when the lease was taken. Only its
+// holder uses it, from one goroutine at a time.
+type Lease struct {
+	userKey  string
+	key      string // base64url of userKey
+	rev      uint64 // revision of the lease key
+	acquired time.Time
+	// validUntil is conservative: the TTL counted from before the request
+	// that set it, so the server's expiry is never earlier.
+	validUntil time.Time
+
+	epoch   string
+	applied map[string]uint64 // site key → sequence of the newest applied request
+	recRev  uint64            // revision of the record key; 0 when there is none
+}
+
+// Applied returns the sequence of the newest request applied for site (a
+// canonical site key), 0 when none is known.
+func (ls *Lease) Applied(site string) uint64 { return ls.applied[site] }
+
+// Age is how long the lease has been held.
+func (ls *Lease) Age(now time.Time) time.Duration { return now.Sub(ls.acquired) }
+
+// leaseValue is what a lease key holds, for operators reading the bucket.
+type leaseValue struct {
+	Owner string    `json:"owner"`
+	Since time.Time `json:"since"`
+}
+
+// record is what an applied key holds.
+type record struct {
+	Stream  string            `json:"stream"`
+	Epoch   string            `json:"epoch"`
+	Applied map[string]uint64 `json:"applied"`
+}
+
+func encodeKey(userKey string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(userKey))
+}
+
+// Acquire takes the lease of the user with canonical key userKey and reads
+// the user's record. It returns ErrBusy when another replica holds it.
+func (l *Ledger) Acquire(ctx context.Context, userKey string) (*Lease, error) {
+	ls := &Lease{userKey: userKey, key: encodeKey(userKey)}
+	value, err := json.Marshal(leaseValue{Owner: l.cfg.Owner, Since: l.cfg.Now().UTC()})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: acquire: %w", err)
+	}
+	sent := l.cfg.Now()
+	rev, err := l.kv.Create(ctx, "lease."+ls.key, value, jetstream.KeyTTL(l.cfg.LeaseTTL))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return nil, ErrBusy
+	case err != nil:
+		return nil, fmt.Errorf("ledger: acquire lease of %q: %w", userKey, err)
+	}
+	ls.rev, ls.acquired, ls.validUntil = rev, sent, sent.Add(l.cfg.LeaseTTL)
+	if err := l.load(ctx, ls); err != nil {
+		// Give the lease back rather than leave it to its TTL.
+		if rerr := l.Release(context.WithoutCancel(ctx), ls); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+		return nil, err
+	}
+	return ls, nil
+}
+
+// load reads the user's record into ls. A record written for another
+// incarnation of the request stream (deleted and re-created: sequences
+// start again at 1) says nothing about the current one.
+func (l *Ledger) load(ctx context.Context, ls *Lease) error {
+	_, epoch := l.view(ctx)
+	ls.epoch, ls.applied, ls.recRev = epoch, map[string]uint64{}, 0
+	e, err := l.kv.Get(ctx, "applied."+ls.key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return nil
+	case err != nil:
+		return fmt.Errorf("ledger: read record of %q: %w", ls.userKey, err)
+	}
+	ls.recRev = e.Revision()
+	var r record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		// An unreadable record is overwritten on the next commit; skipping
+		// nothing is the safe reading of it only because the lease keeps
+		// every other replica away meanwhile.
+		return nil
+	}
+	if r.Stream == l.cfg.Stream && r.Epoch == epoch && r.Applied != nil {
+		ls.applied = r.Applied
+	}
+	return nil
+}
+
+// Ensure makes sure the lease stays valid for at least need (a Graph call's
+// timeout), renewing it if less remains. ErrLost means it is gone.
+func (l *Ledger) Ensure(ctx context.Context, ls *Lease, need time.Duration) error {
+	if l.cfg.Now().Add(need).Before(ls.validUntil) {
+		return nil
+	}
+	value, err := json.Marshal(leaseValue{Owner: l.cfg.Owner, Since: ls.acquired.UTC()})
+	if err != nil {
+		return fmt.Errorf("ledger: renew: %w", err)
+	}
+	sent := l.cfg.Now()
+	rev, err := l.write(ctx, "lease."+ls.key, value, ls.rev, l.cfg.LeaseTTL)
+	if err != nil {
+		return fmt.Errorf("ledger: renew lease of %q: %w", ls.userKey, err)
+	}
+	ls.rev, ls.validUntil = rev, sent.Add(l.cfg.LeaseTTL)
+	if !l.cfg.Now().Add(need).Before(ls.validUntil) {
+		return fmt.Errorf("ledger: renew lease of %q: a %v TTL cannot cover %v: %w", ls.userKey, l.cfg.LeaseTTL, need, ErrLost)
+	}
+	return nil
+}
+
+// Commit records that Graph applied the requests with the given sequences
+// (site key → sequence), keeping the newer of old and new per site, and
+// drops entries no request still in the stream can be older than.
+func (l *Ledger) Commit(ctx context.Context, ls *Lease, applied map[string]uint64) error {
+	if len(applied) == 0 {
+		return nil
+	}
+	if !l.cfg.Now().Before(ls.validUntil) {
+		return fmt.Errorf("ledger: commit for %q: %w", ls.userKey, ErrLost)
+	}
+	floor, _ := l.view(ctx)
+	next := maps.Clone(ls.applied)
+	for site, seq := range applied {
+		next[site] = max(next[site], seq)
+	}
+	prune(next, floor)
+	value, err := json.Marshal(record{Stream: l.cfg.Stream, Epoch: ls.epoch, Applied: next})
+	if err != nil {
+		return fmt.Errorf("ledger: commit for %q: %w", ls.userKey, err)
+	}
+	rev, err := l.write(ctx, "applied."+ls.key, value, ls.recRev, recordTTL)
+	if err != nil {
+		return fmt.Errorf("ledger: commit for %q: %w", ls.userKey, err)
+	}
+	ls.applied, ls.recRev = next, rev
+	return nil
+}
+
+// prune drops entries below floor: every request at or below such an entry
+// has left the stream, so none can come back to be compared with it. Past
+// maxRecordSites the oldest go too.
+func prune(applied map[string]uint64, floor uint64) {
+	maps.DeleteFunc(applied, func(_ string, seq uint64) bool { return seq < floor })
+	if len(applied) <= maxRecordSites {
+		return
+	}
+	seqs := slices.Sorted(maps.Values(applied))
+	cut := seqs[len(seqs)-maxRecordSites]
+	maps.DeleteFunc(applied, func(_ string, seq uint64) bool { return seq < cut })
+}
+
+// Release gives the lease up so another replica may serve the user at once.
+// A lease that cannot be released ends by its TTL.
+func (l *Ledger) Release(ctx context.Context, ls *Lease) error {
+	err := l.kv.Purge(ctx, "lease."+ls.key, jetstream.LastRevision(ls.rev), jetstream.PurgeTTL(l.cfg.LeaseTTL))
+	ls.validUntil = time.Time{}
+	if err != nil {
+		return fmt.Errorf("ledger: release lease of %q: %w", ls.userKey, err)
+	}
+	return nil
+}
+
+// write replaces key's value if its revision is still rev (0: the key does
+// not exist or was deleted), with a per-message TTL. The key-value API sets
+// a TTL only on create, so this publishes to the bucket's subject directly,
+// as the key-value API itself does.
+func (l *Ledger) write(ctx context.Context, key string, value []byte, rev uint64, ttl time.Duration) (uint64, error) {
+	if rev == 0 {
+		r, err := l.kv.Create(ctx, key, value, jetstream.KeyTTL(ttl))
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, fmt.Errorf("%w: %w", err, ErrLost)
+		}
+		return r, err
+	}
+	msg := nats.NewMsg("$KV." + l.cfg.Bucket + "." + key)
+	msg.Data = value
+	ack, err := l.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, fmt.Errorf("%w: %w", err, ErrLost)
+		}
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// BucketConfig is the key-value bucket the ledger needs: one revision per
+// key, per-key TTLs (LimitMarkerTTL enables them), replicated like the
+// streams.
+func BucketConfig(bucket string, replicas int, leaseTTL time.Duration) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:         bucket,
+		Description:    "sitefollow: user leases and the newest request applied per (user, site)",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       replicas,
+		LimitMarkerTTL: leaseTTL,
+	}
+}
+
+// String renders a lease for logs.
+func (ls *Lease) String() string {
+	return "lease(" + strconv.Quote(ls.userKey) + ", rev " + strconv.FormatUint(ls.rev, 10) + ")"
+}

@@ -1,0 +1,262 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sitefollow/sitefollow/internal/natsembed"
+)
+
+const (
+	bucket = "SITEFOLLOW_STATE"
+	stream = "SITEFOLLOW"
+)
+
+// world is an embedded JetStream server with the request stream and the
+// ledger's bucket, as provisioning leaves them.
+type world struct {
+	t  *testing.T
+	js jetstream.JetStream
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	t.Parallel()
+	ns, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, js: js}
+	w.createStream()
+	if _, err := js.CreateKeyValue(t.Context(), BucketConfig(bucket, 1, time.Second)); err != nil {
+		t.Fatalf("create bucket: %v", err)
+	}
+	return w
+}
+
+func (w *world) createStream() {
+	w.t.Helper()
+	if _, err := w.js.CreateStream(w.t.Context(), jetstream.StreamConfig{
+		Name: stream, Subjects: []string{"sitefollow.requests.>"}, Retention: jetstream.WorkQueuePolicy,
+	}); err != nil {
+		w.t.Fatalf("create stream: %v", err)
+	}
+}
+
+func (w *world) ledger(owner string, ttl time.Duration) *Ledger {
+	w.t.Helper()
+	l, err := Open(w.t.Context(), w.js, Config{Bucket: bucket, Stream: stream, Owner: owner, LeaseTTL: ttl})
+	if err != nil {
+		w.t.Fatalf("open: %v", err)
+	}
+	return l
+}
+
+func TestLeaseIsExclusiveUntilReleased(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	a, b := w.ledger("a", time.Minute), w.ledger("b", time.Minute)
+	la, err := a.Acquire(ctx, "ann@contoso.com")
+	if err != nil {
+		t.Fatalf("a acquire: %v", err)
+	}
+	if _, err := b.Acquire(ctx, "ann@contoso.com"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("b acquire while a holds it: got %v, want ErrBusy", err)
+	}
+	if _, err := b.Acquire(ctx, "bob@contoso.com"); err != nil {
+		t.Errorf("b acquire of another user: got %v, want none", err)
+	}
+	if err := a.Release(ctx, la); err != nil {
+		t.Fatalf("a release: %v", err)
+	}
+	if _, err := b.Acquire(ctx, "ann@contoso.com"); err != nil {
+		t.Errorf("b acquire after release: got %v, want none", err)
+	}
+}
+
+func TestLeaseOfADeadReplicaExpires(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	a, b := w.ledger("a", 2*time.Second), w.ledger("b", 2*time.Second)
+	if _, err := a.Acquire(ctx, "ann@contoso.com"); err != nil {
+		t.Fatalf("a acquire: %v", err)
+	}
+	// a never renews nor releases, as a replica killed with -9.
+	start := time.Now()
+	deadline := start.Add(30 * time.Second)
+	for {
+		_, err := b.Acquire(ctx, "ann@contoso.com")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrBusy) || time.Now().After(deadline) {
+			t.Fatalf("b acquire: got %v, want the lease once a's TTL passed", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("b took the lease after %v, before a's 2s TTL could have passed", waited)
+	}
+}
+
+func TestEnsureRenewsAndNoticesLoss(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	a, b := w.ledger("a", 3*time.Second), w.ledger("b", 3*time.Second)
+	la, err := a.Acquire(ctx, "ann@contoso.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Asking for more than remains forces a renewal, which succeeds while a
+	// holds the lease.
+	if err := a.Ensure(ctx, la, 2500*time.Millisecond); err != nil {
+		t.Fatalf("ensure while held: %v", err)
+	}
+	if err := a.Release(ctx, la); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Acquire(ctx, "ann@contoso.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Ensure(ctx, la, time.Hour); !errors.Is(err, ErrLost) {
+		t.Errorf("ensure after b took the user: got %v, want ErrLost", err)
+	}
+	if err := a.Commit(ctx, la, map[string]uint64{"site": 1}); !errors.Is(err, ErrLost) {
+		t.Errorf("commit after losing the lease: got %v, want ErrLost", err)
+	}
+}
+
+func TestRecordIsSharedAndKeepsTheNewest(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	a, b := w.ledger("a", time.Minute), w.ledger("b", time.Minute)
+	la, err := a.Acquire(ctx, "ann@contoso.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(ctx, la, map[string]uint64{"s1": 10, "s2": 20}); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if err := a.Commit(ctx, la, map[string]uint64{"s1": 5, "s3": 30}); err != nil {
+		t.Fatalf("second commit: %v", err)
+	}
+	if err := a.Release(ctx, la); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Acquire(ctx, "ann@contoso.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for site, want := range map[string]uint64{"s1": 10, "s2": 20, "s3": 30, "s4": 0} {
+		if got := lb.Applied(site); got != want {
+			t.Errorf("applied %s: got %d, want %d", site, got, want)
+		}
+	}
+}
+
+func TestRecordOfAReCreatedStreamIsIgnored(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	a := w.ledger("a", time.Minute)
+	la, err := a.Acquire(ctx, "ann@contoso.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(ctx, la, map[string]uint64{"s1": 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, la); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.js.DeleteStream(ctx, stream); err != nil {
+		t.Fatal(err)
+	}
+	w.createStream()
+	// A replica started after the re-creation: its sequences start at 1
+	// again, so the old record must not make them look stale.
+	b := w.ledger("b", time.Minute)
+	lb, err := b.Acquire(ctx, "ann@contoso.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lb.Applied("s1"); got != 0 {
+		t.Errorf("applied s1 after the stream was re-created: got %d, want 0", got)
+	}
+	if err := b.Commit(ctx, lb, map[string]uint64{"s1": 1}); err != nil {
+		t.Errorf("commit over the old record: %v", err)
+	}
+}
+
+func TestPruneDropsWhatNoRequestCanBeOlderThan(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    map[string]uint64
+		floor uint64
+		want  []string
+	}{
+		{"below the floor goes", map[string]uint64{"a": 5, "b": 10, "c": 11}, 10, []string{"b", "c"}},
+		{"no floor keeps all", map[string]uint64{"a": 5}, 0, []string{"a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prune(tt.in, tt.floor)
+			if len(tt.in) != len(tt.want) {
+				t.Fatalf("kept %v, want %v", tt.in, tt.want)
+			}
+			for _, k := range tt.want {
+				if _, ok := tt.in[k]; !ok {
+					t.Errorf("kept %v, want %v", tt.in, tt.want)
+				}
+			}
+		})
+	}
+	big := make(map[string]uint64, maxRecordSites+10)
+	for i := range maxRecordSites + 10 {
+		big["site"+strconv.Itoa(i)] = uint64(i + 1)
+	}
+	prune(big, 0)
+	if len(big) != maxRecordSites {
+		t.Errorf("record past the bound: kept %d entries, want %d", len(big), maxRecordSites)
+	}
+	for _, seq := range big {
+		if seq <= 10 {
+			t.Fatalf("kept entry %d: the oldest should go first", seq)
+		}
+	}
+}
+
+func TestOpenRefusesWhatCannotWork(t *testing.T) {
+	w := newWorld(t)
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no bucket", Config{Stream: stream, LeaseTTL: time.Minute}},
+		{"unknown bucket", Config{Bucket: "NOPE", Stream: stream, LeaseTTL: time.Minute}},
+		{"lease too short", Config{Bucket: bucket, Stream: stream, LeaseTTL: time.Second}},
+		{"unknown stream", Config{Bucket: bucket, Stream: "NOPE", LeaseTTL: time.Minute}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Open(context.Background(), w.js, tt.cfg); err == nil {
+				t.Error("Open: got no error")
+			}
+		})
+	}
+}
