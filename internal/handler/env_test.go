@@ -59,8 +59,7 @@ type env struct {
 	cfg     handler.Config
 	spec    provision.Spec
 	prefix  string
-	cancel  context.CancelFunc
-	done    chan error
+	current *replica
 	logSink io.Writer
 	graph   handler.Graph
 	// replicas counts handlers started, to name each one's leases.
@@ -206,8 +205,8 @@ func (e *env) start() {
 	}
 	h := handler.New(e.cfg, g, dlq.NewPublisher(js, e.prefix), led, log, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	e.done = make(chan error, 1)
+	r := &replica{t: e.t, cancel: cancel, done: make(chan error, 1)}
+	e.current = r
 	go func() {
 		err := h.Run(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
 			return provision.Apply(ctx, js, e.spec)
@@ -215,26 +214,41 @@ func (e *env) start() {
 		if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
 			err = errors.Join(err, derr)
 		}
-		e.done <- err
+		r.done <- err
 	}()
-	e.t.Cleanup(func() { e.stop() })
+	e.t.Cleanup(r.stop)
+}
+
+// replica is one running handler.
+type replica struct {
+	t      *testing.T
+	cancel context.CancelFunc
+	done   chan error
 }
 
 // stop cancels the handler (as SIGTERM does) and waits for it.
-func (e *env) stop() {
-	e.t.Helper()
-	if e.cancel == nil {
+func (r *replica) stop() {
+	r.t.Helper()
+	if r.cancel == nil {
 		return
 	}
-	e.cancel()
-	e.cancel = nil
+	r.cancel()
+	r.cancel = nil
 	select {
-	case err := <-e.done:
+	case err := <-r.done:
 		if err != nil {
-			e.t.Errorf("handler run: %v", err)
+			r.t.Errorf("handler run: %v", err)
 		}
 	case <-time.After(60 * time.Second):
-		e.t.Errorf("handler did not stop")
+		r.t.Errorf("handler did not stop")
+	}
+}
+
+// stop stops the handler started last.
+func (e *env) stop() {
+	e.t.Helper()
+	if e.current != nil {
+		e.current.stop()
 	}
 }
 

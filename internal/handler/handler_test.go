@@ -9,6 +9,7 @@ import (
 	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/handler"
+	"github.com/sitefollow/sitefollow/internal/ledger"
 )
 
 func TestBatchesAcrossEventsOfOneUser(t *testing.T) {
@@ -466,5 +467,65 @@ func TestTwoSentBackRequestsForOnePairComeBackInEitherOrder(t *testing.T) {
 	e.settled()
 	if got := e.followed("ann@contoso.com"); len(got) != 0 {
 		t.Errorf("followed: got %v, want none (the newer unfollow wins)", got)
+	}
+}
+
+func TestSettledRequestRedeliveredIsHarmless(t *testing.T) {
+	// The request's outcome is recorded but its ack was lost (a leader
+	// failover, a crash between the two): its redelivery must be settled
+	// without calling Graph again.
+	e := newEnv(t)
+	led, err := ledger.Open(t.Context(), e.js, ledger.Config{Bucket: stateBucket, Stream: stream, Owner: "earlier", LeaseTTL: leaseTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := led.Acquire(t.Context(), event.UserKey("ann@contoso.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The stream is fresh, so the request published next is sequence 1.
+	if err := led.Commit(t.Context(), ls, map[string]uint64{event.SiteKey(site(1)): 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Release(t.Context(), ls); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.SetFollowed("ann@contoso.com", site(1))
+	e.send("ann@contoso.com", event.Follow, site(1))
+	e.settled()
+	if got := e.sim.CallCount(); got != 0 {
+		t.Errorf("graph calls: got %d, want 0 (the request was already applied)", got)
+	}
+}
+
+func TestReplicasNeverRaceOneUsersCalls(t *testing.T) {
+	// Replica A holds a slow follow for each user; replica B, started
+	// meanwhile, gets some of the newer unfollows. Were B to send its
+	// unfollow while A's follow is in flight, the follow would land last.
+	e := newEnv(t, withConfig(func(c *handler.Config) { c.BatchLinger = 20 * time.Millisecond; c.MaxConcurrency = 16 }))
+	e.sim.SetOpLatency("add", 2*time.Second)
+	users := make([]string, 10)
+	for i := range users {
+		users[i] = "user" + itoa(i) + "@contoso.com"
+		e.send(users[i], event.Follow, site(1))
+	}
+	e.eventually("every follow in flight", func() bool { return e.sim.CallCount() == len(users) })
+	e.start()
+	e.eventually("both replicas pulling", func() bool {
+		c, err := e.js.Consumer(t.Context(), stream, "sitefollow")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(t.Context())
+		return err == nil && info.NumWaiting >= 2
+	})
+	for _, u := range users {
+		e.send(u, event.Unfollow, site(1))
+	}
+	e.settled()
+	for _, u := range users {
+		if got := e.followed(u); len(got) != 0 {
+			t.Errorf("%s followed: got %v, want none (the newer unfollow wins)", u, got)
+		}
 	}
 }
