@@ -123,6 +123,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		NakBaseDelay:    cfg.NakBaseDelay,
 		NakMaxDelay:     cfg.NakMaxDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		Pace:            graph.PaceLimit,
 	}
 	handlerMetrics := handler.NewMetrics(reg)
 	dead := dlq.NewPublisher(js, cfg.DLQSubjectPrefix)

@@ -168,6 +168,13 @@ func freePort(t *testing.T) int {
 // start runs a handler with its own NATS connection, like a replica.
 func (e *env) start() {
 	e.t.Helper()
+	e.startReplica(e.cfg, nil)
+}
+
+// startReplica runs another handler with cfg, sending its Graph calls
+// through wrap when it is not nil (wrap gets the real client).
+func (e *env) startReplica(cfg handler.Config, wrap func(handler.Graph) handler.Graph) {
+	e.t.Helper()
 	nc, err := nats.Connect(e.ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		e.t.Fatalf("connect: %v", err)
@@ -196,6 +203,9 @@ func (e *env) start() {
 	if e.graph != nil {
 		g = e.graph
 	}
+	if wrap != nil {
+		g = wrap(g)
+	}
 	e.replicas++
 	led, err := ledger.Open(context.Background(), js, ledger.Config{
 		Bucket: stateBucket, Stream: stream, Owner: "replica-" + itoa(e.replicas), LeaseTTL: leaseTTL,
@@ -203,7 +213,7 @@ func (e *env) start() {
 	if err != nil {
 		e.t.Fatalf("ledger: %v", err)
 	}
-	h := handler.New(e.cfg, g, dlq.NewPublisher(js, e.prefix), led, log, nil)
+	h := handler.New(cfg, g, dlq.NewPublisher(js, e.prefix), led, log, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{t: e.t, cancel: cancel, done: make(chan error, 1)}
 	e.current = r

@@ -84,6 +84,10 @@ type Config struct {
 	// up after each batch so other replicas holding requests for the user
 	// get their turn. Zero means five lingers, between 2s and 20s.
 	LeaseHold time.Duration
+	// Pace reports the calls per second Graph allows the app now (+Inf when
+	// it does not throttle); nil means unlimited. It bounds how much this
+	// process holds (see intake).
+	Pace func() float64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -204,7 +208,12 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 	// Buffered beyond anything the server can have outstanding, so the
 	// Consume callback never waits on the loop.
 	inbox := make(chan delivery, h.cfg.MaxAckPending+h.cfg.PullMaxMessages)
+	in := newIntake(h.cfg.MaxAckPending)
+	if h.cfg.Pace != nil {
+		in.setLimit(h.intakeLimit(h.cfg.Pace()))
+	}
 	l := &loop{
+		intake:  in,
 		h:       h,
 		agg:     batch.New[*tracked](h.cfg.BatchMaxSites, h.cfg.BatchLinger),
 		results: make(chan result, 2*h.cfg.MaxConcurrency),
@@ -217,7 +226,7 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	sub, err := h.subscribe(ctx, open, inbox)
+	sub, err := h.subscribe(ctx, open, inbox, in)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before it started: nothing held, nothing lost
@@ -225,6 +234,8 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 		return err
 	}
 	runErr := l.run(ctx, workCtx, sub)
+	// Callbacks waiting for a slot must finish for the subscription to drain.
+	in.close()
 	sub.stop()
 	l.shutdown(workCtx, cancelWork)
 	return runErr

@@ -1,13 +1,16 @@
 package handler_test
 
 import (
+	"context"
 	"slices"
+	"sync/atomic"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
+	"github.com/sitefollow/sitefollow/internal/graphclient"
 	"github.com/sitefollow/sitefollow/internal/handler"
 	"github.com/sitefollow/sitefollow/internal/ledger"
 )
@@ -527,5 +530,48 @@ func TestReplicasNeverRaceOneUsersCalls(t *testing.T) {
 		if got := e.followed(u); len(got) != 0 {
 			t.Errorf("%s followed: got %v, want none (the newer unfollow wins)", u, got)
 		}
+	}
+}
+
+// countingGraph counts a replica's Graph calls and can slow them down.
+type countingGraph struct {
+	handler.Graph
+	delay time.Duration
+	calls atomic.Int64
+}
+
+func (g *countingGraph) Apply(ctx context.Context, userID string, op graphclient.Operation, sites []string, opts ...graphclient.ApplyOption) []graphclient.SiteResult {
+	g.calls.Add(1)
+	select {
+	case <-time.After(g.delay):
+	case <-ctx.Done():
+	}
+	return g.Graph.Apply(ctx, userID, op, sites, opts...)
+}
+
+func TestThrottledReplicaDoesNotHoldOthersWork(t *testing.T) {
+	// Replica A is throttled to a crawl (a fifth of a call per second); B
+	// is not. A must hold only what its pace sends soon and leave the rest
+	// to B, instead of taking everything MaxAckPending allows.
+	e := newEnv(t, withConfig(func(c *handler.Config) {
+		c.BatchLinger = 20 * time.Millisecond
+		c.AckWait = 5 * time.Second
+		c.MaxConcurrency = 2
+	}))
+	e.stop()
+	const users = 600
+	for i := range users {
+		e.send("user"+itoa(i)+"@contoso.com", event.Follow, site(1))
+	}
+	slowCfg := e.cfg
+	slowCfg.Pace = func() float64 { return 0.2 }
+	slow := &countingGraph{delay: 300 * time.Millisecond}
+	e.startReplica(slowCfg, func(g handler.Graph) handler.Graph { slow.Graph = g; return slow })
+	e.eventually("the throttled replica to hold work", func() bool { return slow.calls.Load() > 0 })
+	fast := &countingGraph{}
+	e.startReplica(e.cfg, func(g handler.Graph) handler.Graph { fast.Graph = g; return fast })
+	e.settled()
+	if got := fast.calls.Load(); got < users/2 {
+		t.Errorf("calls by the unthrottled replica: got %d of %d, want at least half (the throttled one has %d)", got, users, slow.calls.Load())
 	}
 }

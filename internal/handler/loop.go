@@ -17,13 +17,14 @@ import (
 type subscription struct {
 	h     *Handler
 	open  OpenConsumer
-	inbox chan<- delivery
-	errs  chan error
-	cc    jetstream.ConsumeContext
+	inbox  chan<- delivery
+	intake *intake
+	errs   chan error
+	cc     jetstream.ConsumeContext
 }
 
-func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox chan<- delivery) (*subscription, error) {
-	s := &subscription{h: h, open: open, inbox: inbox, errs: make(chan error, 16)}
+func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox chan<- delivery, in *intake) (*subscription, error) {
+	s := &subscription{h: h, open: open, inbox: inbox, intake: in, errs: make(chan error, 16)}
 	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
@@ -50,11 +51,14 @@ func (s *subscription) start(ctx context.Context) error {
 	return nil
 }
 
-// receive is the Consume callback: decode, then hand over. It never does I/O.
+// receive is the Consume callback: decode, then hand over. It never does
+// I/O; it waits only while this process holds all it should (see intake).
 func (s *subscription) receive(msg jetstream.Msg) {
+	s.intake.take()
 	meta, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery; nothing to ack, nothing lost.
+		s.intake.give(1)
 		s.h.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata ignored")
 		return
 	}
@@ -96,6 +100,7 @@ type loop struct {
 	held    heldSet
 	results chan result
 	inbox   chan delivery
+	intake  *intake
 	workers int
 	invalid []*tracked
 	// leases are users' leases kept between batches, by user key.
@@ -143,8 +148,11 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 		case <-progress.C:
 			l.keepAlive()
 		case <-gauges.C:
+			if h.cfg.Pace != nil {
+				l.intake.setLimit(h.intakeLimit(h.cfg.Pace()))
+			}
 			sites, users := l.agg.Stats()
-			h.metrics.gauges(sites, users, l.held.n)
+			h.metrics.gauges(sites, users, l.held.n, l.intake.bound())
 		case err := <-sub.errs:
 			if consumerGone(err) {
 				h.log.Warn().Err(err).Msg("consumer lost")
@@ -231,6 +239,12 @@ func (l *loop) dispatch(workCtx context.Context, force bool) {
 	}
 }
 
+// release forgets a settled message and frees its intake slot.
+func (l *loop) release(t *tracked) {
+	l.held.remove(t)
+	l.intake.give(1)
+}
+
 // busyDelay is how long a user served by another replica waits before the
 // next try: short at first (the other replica's batch is usually one call),
 // doubling to a second.
@@ -246,7 +260,7 @@ func (l *loop) finish(workCtx context.Context, r result) {
 	case r.released:
 		return
 	case r.invalid != nil:
-		l.held.remove(r.invalid)
+		l.release(r.invalid)
 		if r.dlqErr != nil {
 			h.log.Error().Err(r.dlqErr).Msg("invalid event kept for redelivery")
 		}
@@ -267,7 +281,7 @@ func (l *loop) finish(workCtx context.Context, r result) {
 	key := r.batch.Key()
 	delete(l.busy, key)
 	for _, d := range l.agg.Complete(r.batch, h.cfg.Now()) {
-		l.held.remove(d.Msg)
+		l.release(d.Msg)
 		h.settle(d.Msg, d.Retry)
 	}
 	if r.lease == nil {
@@ -335,7 +349,7 @@ func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) 
 	}
 	for _, t := range l.held.all() {
 		h.settle(t, true)
-		l.held.remove(t)
+		l.release(t)
 	}
 	for key, ls := range l.leases {
 		h.release(workCtx, ls)

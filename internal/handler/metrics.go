@@ -17,6 +17,7 @@ type Metrics struct {
 	pendingSites prometheus.Gauge
 	inFlight     prometheus.Gauge
 	heldMessages prometheus.Gauge
+	heldLimit    prometheus.Gauge
 	leases       *prometheus.CounterVec
 
 	// siteCounters are the sites vector's children, resolved once: they are bumped for
@@ -50,12 +51,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		heldMessages: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sitefollow_held_messages", Help: "Request messages delivered and not yet settled.",
 		}),
+		heldLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sitefollow_held_messages_limit",
+			Help: "Most request messages this process holds at the current Graph pace; beyond it it stops pulling and leaves work to other replicas.",
+		}),
 		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sitefollow_leases_total",
 			Help: "User leases asked for: acquired, busy (another replica serves the user), error (the ledger could not be reached), lost (applied sites could not be recorded).",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.events, m.sites, m.deadLetters, m.messages, m.pendingSites, m.inFlight, m.heldMessages, m.leases)
+	reg.MustRegister(m.events, m.sites, m.deadLetters, m.messages, m.pendingSites, m.inFlight, m.heldMessages, m.heldLimit, m.leases)
 	for a, action := range []event.Action{event.Follow, event.Unfollow} {
 		for o, outcome := range []string{"superseded", "applied", "rejected", "unresolved"} {
 			m.siteCounters[a][o] = m.sites.WithLabelValues(string(action), outcome)
@@ -128,10 +133,11 @@ func (m *Metrics) settled(ack bool) {
 	}
 }
 
-func (m *Metrics) gauges(pendingSites, inFlight, held int) {
+func (m *Metrics) gauges(pendingSites, inFlight, held, heldLimit int) {
 	if m != nil {
 		m.pendingSites.Set(float64(pendingSites))
 		m.inFlight.Set(float64(inFlight))
 		m.heldMessages.Set(float64(held))
+		m.heldLimit.Set(float64(heldLimit))
 	}
 }
