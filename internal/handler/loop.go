@@ -2,96 +2,11 @@ package handler
 
 import (
 	"context"
-	"fmt"
 	"time"
-
-	"github.com/cenkalti/backoff/v4"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sitefollow/sitefollow/internal/batch"
 	"github.com/sitefollow/sitefollow/internal/ledger"
 )
-
-// subscription is the live Consume of one consumer. Only the loop goroutine
-// touches it.
-type subscription struct {
-	h     *Handler
-	open  OpenConsumer
-	inbox  chan<- delivery
-	intake *intake
-	errs   chan error
-	cc     jetstream.ConsumeContext
-}
-
-func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox chan<- delivery, in *intake) (*subscription, error) {
-	s := &subscription{h: h, open: open, inbox: inbox, intake: in, errs: make(chan error, 16)}
-	if err := s.start(ctx); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func (s *subscription) start(ctx context.Context) error {
-	cons, err := s.open(ctx)
-	if err != nil {
-		return err
-	}
-	cc, err := cons.Consume(s.receive,
-		jetstream.PullMaxMessages(s.h.cfg.PullMaxMessages),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			select {
-			case s.errs <- err:
-			default: // the loop logs errors; dropping a repeat loses no message
-			}
-		}))
-	if err != nil {
-		return fmt.Errorf("consume: %w", err)
-	}
-	s.cc = cc
-	return nil
-}
-
-// receive is the Consume callback: decode, then hand over. It never does
-// I/O; it waits only while this process holds all it should (see intake).
-func (s *subscription) receive(msg jetstream.Msg) {
-	s.intake.take()
-	meta, err := msg.Metadata()
-	if err != nil {
-		// Not a JetStream delivery; nothing to ack, nothing lost.
-		s.intake.give(1)
-		s.h.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata ignored")
-		return
-	}
-	d := delivery{t: &tracked{msg: msg, meta: meta, progress: s.h.cfg.Now()}}
-	d.req, d.t.err = s.h.decoder.Decode(msg.Data())
-	s.inbox <- d
-}
-
-// restart rebuilds the subscription after the client gave up on it, retrying
-// until it works or ctx ends.
-func (s *subscription) restart(ctx context.Context) {
-	s.cc.Stop()
-	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(10*time.Second)), ctx)
-	err := backoff.RetryNotify(func() error { return s.start(ctx) }, b, func(err error, d time.Duration) {
-		s.h.log.Warn().Err(err).Dur("retryIn", d).Msg("consumer unavailable; retrying")
-	})
-	if err != nil {
-		s.h.log.Warn().Err(err).Msg("gave up restarting the consumer: shutting down")
-		return
-	}
-	s.h.log.Info().Msg("consumer subscription restored")
-}
-
-// stop stops pulling; messages already buffered by the client are still
-// delivered to the inbox so they are flushed rather than left to AckWait.
-func (s *subscription) stop() {
-	s.cc.Drain()
-	select {
-	case <-s.cc.Closed():
-	case <-time.After(5 * time.Second):
-		s.cc.Stop()
-	}
-}
 
 // loop is the single goroutine owning aggregation and acknowledgement.
 type loop struct {
@@ -108,6 +23,8 @@ type loop struct {
 	// busy counts, by user key, batches handed back in a row because
 	// another replica served the user; it sets the wait before the next try.
 	busy map[string]int
+	// ledgerWarned is when a ledger failure was last logged.
+	ledgerWarned time.Time
 
 	// backlog is the stream's undelivered count as of the latest message;
 	// lastArrival is when that message arrived. Together they tell when the
@@ -234,6 +151,11 @@ func (l *loop) dispatch(workCtx context.Context, force bool) {
 		}
 		j := job{batch: b, lease: l.leases[b.Key()], keep: l.agg.Pending(b.Key()) > 0}
 		delete(l.leases, b.Key())
+		if j.lease != nil && j.lease.Age(h.cfg.Now()) >= h.cfg.LeaseHold {
+			// Held long enough: let other replicas have a turn at the user.
+			l.releaseLease(workCtx, j.lease)
+			j.lease = nil
+		}
 		l.workers++
 		go func() { l.results <- h.process(workCtx, j) }()
 	}
@@ -273,7 +195,12 @@ func (l *loop) finish(workCtx context.Context, r result) {
 		delay := busyDelay(n)
 		if r.unavailable != nil {
 			delay = max(delay, time.Second)
-			h.log.Warn().Err(r.unavailable).Str("user", r.batch.UserID).Dur("retryIn", delay).Msg("ledger unavailable; batch waits")
+			if now := h.cfg.Now(); now.Sub(l.ledgerWarned) >= 10*time.Second {
+				// One line per ten seconds: while NATS is away every user's
+				// batch fails the same way.
+				l.ledgerWarned = now
+				h.log.Warn().Err(r.unavailable).Str("user", r.batch.UserID).Msg("ledger unavailable; batches wait and retry")
+			}
 		}
 		l.agg.Return(r.batch, h.cfg.Now().Add(delay))
 		return
