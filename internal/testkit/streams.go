@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -104,10 +105,13 @@ func PublishBody(t testing.TB, js jetstream.JetStream, body []byte) uint64 {
 	t.Helper()
 	var seq uint64
 	var last error
+	// One Nats-Msg-Id across retries: a retry after a lost PubAck is
+	// dropped as a duplicate and answers the original sequence.
+	id := uuid.NewString()
 	if !poll(time.Minute, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		ack, err := js.Publish(ctx, Subject, body)
+		ack, err := js.Publish(ctx, Subject, body, jetstream.WithMsgID(id))
 		if err != nil {
 			last = err
 			return false
@@ -210,6 +214,8 @@ type Acks struct {
 
 	mu        sync.Mutex
 	delivered map[uint64]uint64 // stream sequence → highest delivery count seen
+	nakked    map[uint64]int    // stream sequence → NAKs seen
+	acked     map[uint64]bool   // stream sequence → acknowledged
 	maxSeen   uint64
 	acks      int
 	naks      int
@@ -220,7 +226,8 @@ type Acks struct {
 // test ends.
 func WatchAcks(t testing.TB, nc *nats.Conn, stream, consumer string) *Acks {
 	t.Helper()
-	a := &Acks{stream: stream, consumer: consumer, delivered: make(map[uint64]uint64)}
+	a := &Acks{stream: stream, consumer: consumer, delivered: make(map[uint64]uint64),
+		nakked: make(map[uint64]int), acked: make(map[uint64]bool)}
 	sub, err := nc.Subscribe("$JS.ACK.>", a.record)
 	if err != nil {
 		t.Fatalf("watch acks: %v", err)
@@ -263,10 +270,12 @@ func (a *Acks) record(m *nats.Msg) {
 	switch body := string(m.Data); {
 	case strings.HasPrefix(body, "-NAK"):
 		a.naks++
+		a.nakked[seq]++
 	case strings.HasPrefix(body, "+WPI"):
 		a.progress++
 	case body == "", strings.HasPrefix(body, "+ACK"):
 		a.acks++
+		a.acked[seq] = true
 	}
 }
 
@@ -283,6 +292,20 @@ func (a *Acks) Delivered(seq uint64) uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.delivered[seq]
+}
+
+// Naks is the number of NAKs seen for stream sequence seq.
+func (a *Acks) Naks(seq uint64) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.nakked[seq]
+}
+
+// Acked reports whether stream sequence seq was acknowledged.
+func (a *Acks) Acked(seq uint64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.acked[seq]
 }
 
 // Counts are the acks, NAKs and in-progress messages seen.
