@@ -195,7 +195,7 @@ func TestKillReplicaMidBatch(t *testing.T) {
 	if err := replicas[0].Wait(time.Minute); err == nil {
 		t.Errorf("exit after SIGKILL: got status 0")
 	}
-	w.startPulling("replica-restarted", 1)
+	w.start("replica-restarted")
 	w.sim.SetLatency(0)
 	v := w.verify()
 	if v.DeadLetters == 0 {
