@@ -2,29 +2,19 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"flag"
-	"fmt"
-	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sitefollow/sitefollow/internal/config"
 	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/graphsim"
-	"github.com/sitefollow/sitefollow/internal/natsembed"
+	"github.com/sitefollow/sitefollow/internal/testkit"
 )
 
 // TestMain lets a test start this test binary as the real consumer process,
@@ -100,166 +90,63 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-// proc is the consumer running as a child process against an embedded NATS
-// server and the simulator in this process.
-type proc struct {
+// rig is one test's world: an embedded NATS server, the simulator and the
+// environment of a consumer pointed at both.
+type rig struct {
 	t    *testing.T
-	ns   *server.Server
+	nats *testkit.NATS
 	sim  *graphsim.Server
 	js   jetstream.JetStream
 	env  []string
-	cmd  *exec.Cmd
-	logs interface {
-		io.Writer
-		String() string
-	}
-	exit chan error
 }
 
-func newProc(t *testing.T, settings map[string]string) *proc {
+func newRig(t *testing.T, settings map[string]string) *rig {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	sim, err := graphsim.New(graphsim.Options{Sites: []string{testSite(1), testSite(2), testSite(3)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, sim.CertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	js := jsFor(t, ns.ClientURL())
-	env := append(os.Environ(),
-		"SITEFOLLOW_TEST_MAIN=1",
-		"NATS_URL="+ns.ClientURL(),
-		"SITEFOLLOW_GRAPH_URL="+sim.GraphURL(),
-		"AZURE_AUTHORITY_HOST="+sim.AuthorityURL(),
-		"AZURE_TENANT_ID="+sim.TenantID(),
-		"AZURE_CLIENT_ID="+sim.ClientID(),
-		"AZURE_CLIENT_SECRET="+sim.ClientSecret(),
-		"SITEFOLLOW_CA_FILE="+ca,
-		"SITEFOLLOW_HTTP_ADDR=127.0.0.1:0",
-		"SITEFOLLOW_LOG_LEVEL=debug",
-	)
-	for k, v := range settings {
-		env = append(env, k+"="+v)
-	}
-	return &proc{t: t, ns: ns, sim: sim, js: js, env: env}
+	n := testkit.StartNATS(t, testkit.NATSOptions{})
+	sim := testkit.StartSim(t, graphsim.Options{Sites: []string{testSite(1), testSite(2), testSite(3)}})
+	_, js := testkit.Connect(t, n.URL())
+	env := append(testkit.ConsumerEnv(t, n.URL(), sim, settings), "SITEFOLLOW_TEST_MAIN=1")
+	return &rig{t: t, nats: n, sim: sim, js: js, env: env}
 }
 
-func jsFor(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+func testSite(n int) string { return testkit.Site(n) }
+
+// start runs this test binary as the consumer and waits until it has
+// provisioned its streams.
+func (r *rig) start(name string) *testkit.Consumer {
+	r.t.Helper()
+	c := testkit.StartConsumer(r.t, testkit.ConsumerOptions{Exe: os.Args[0], Env: r.env, Name: name})
+	r.eventually("the consumer to provision its streams", func() bool { return testkit.ConsumerInfo(r.js) != nil })
+	return c
 }
 
-func testSite(n int) string {
-	return fmt.Sprintf("contoso.sharepoint.com,da60e844-ba1d-49bc-b4d4-%012d,712a596e-90a1-49e3-9b48-bfa80bee8740", n)
+func (r *rig) eventually(what string, cond func() bool) {
+	r.t.Helper()
+	testkit.Eventually(r.t, time.Minute, what, cond)
 }
 
-func (p *proc) start() {
-	p.t.Helper()
-	logs := new(bytes.Buffer)
-	p.logs = logs
-	p.cmd = exec.Command(os.Args[0], "run")
-	p.cmd.Env = p.env
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.exit = make(chan error, 1)
-	go func() { p.exit <- p.cmd.Wait() }()
-	p.t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-				p.t.Logf("kill: %v", err)
-			}
-		}
-	})
-	p.eventually("the consumer to provision its streams", func() bool {
-		_, err := p.js.Consumer(context.Background(), "SITEFOLLOW", "sitefollow")
-		return err == nil
-	})
-}
+func (r *rig) msgs(stream string) uint64 { return testkit.StreamMsgs(r.js, stream) }
 
-func (p *proc) wait() error {
-	p.t.Helper()
-	select {
-	case err := <-p.exit:
-		return err
-	case <-time.After(60 * time.Second):
-		p.t.Fatalf("consumer did not exit; logs:\n%s", p.logs.String())
-		return nil
-	}
-}
-
-func (p *proc) eventually(what string, cond func() bool) {
-	p.t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			p.t.Fatalf("timed out waiting for %s; logs:\n%s", what, p.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (p *proc) msgs(stream string) uint64 {
-	s, err := p.js.Stream(context.Background(), stream)
-	if err != nil {
-		return ^uint64(0)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		return ^uint64(0)
-	}
-	return info.State.Msgs
-}
-
-func (p *proc) send(user string, action event.Action, sites ...string) {
-	p.t.Helper()
-	b, err := json.Marshal(event.Request{UserID: user, Action: action, SiteIDs: sites})
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if _, err := p.js.Publish(context.Background(), "sitefollow.requests.app", b); err != nil {
-		p.t.Fatal(err)
-	}
+func (r *rig) send(user string, action event.Action, sites ...string) {
+	r.t.Helper()
+	testkit.Publish(r.t, r.js, user, action, sites...)
 }
 
 func TestSIGTERMMidBatchLosesNothing(t *testing.T) {
-	p := newProc(t, map[string]string{"SITEFOLLOW_BATCH_LINGER": "5s", "SITEFOLLOW_SHUTDOWN_TIMEOUT": "30s"})
+	p := newRig(t, map[string]string{"SITEFOLLOW_BATCH_LINGER": "5s", "SITEFOLLOW_SHUTDOWN_TIMEOUT": "30s", "SITEFOLLOW_LOG_LEVEL": "debug"})
 	p.sim.SetLatency(time.Second)
-	p.start()
+	c := p.start("consumer")
 	p.send("ann@contoso.com", event.Follow, testSite(1), testSite(2))
 	p.send("bob@contoso.com", event.Follow, testSite(3))
 	p.eventually("messages delivered and held", func() bool {
-		c, err := p.js.Consumer(context.Background(), "SITEFOLLOW", "sitefollow")
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumAckPending == 2
+		info := testkit.ConsumerInfo(p.js)
+		return info != nil && info.NumAckPending == 2
 	})
 	// Linger is 5s, so the batches are pending, not yet sent: SIGTERM must
 	// flush them, wait for Graph and ack.
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.wait(); err != nil {
-		t.Fatalf("exit: got %v, want status 0; logs:\n%s", err, p.logs.String())
+	c.Term()
+	if err := c.Wait(time.Minute); err != nil {
+		t.Fatalf("exit: got %v, want status 0", err)
 	}
 	if got := p.msgs("SITEFOLLOW"); got != 0 {
 		t.Errorf("requests left: got %d, want 0", got)
@@ -274,29 +161,27 @@ func TestSIGTERMMidBatchLosesNothing(t *testing.T) {
 
 func TestKill9MidBatchLosesNothingAndDeadLettersOnce(t *testing.T) {
 	// The killed process keeps its users' leases for their TTL: keep it short.
-	p := newProc(t, map[string]string{"SITEFOLLOW_BATCH_LINGER": "200ms", "SITEFOLLOW_ACK_WAIT": "5s",
+	p := newRig(t, map[string]string{"SITEFOLLOW_BATCH_LINGER": "200ms", "SITEFOLLOW_ACK_WAIT": "5s", "SITEFOLLOW_LOG_LEVEL": "debug",
 		"SITEFOLLOW_GRAPH_TIMEOUT": "5s", "SITEFOLLOW_LEASE_TTL": "15s"})
 	p.sim.SetFollowed("ann@contoso.com", testSite(1))
 	// One batch for ann: the add call dead-letters an unknown site at once,
 	// then the remove call hangs, so the process dies after the dead letter
 	// is stored and before either request is acknowledged.
 	p.sim.SetOpLatency("remove", time.Minute)
-	p.start()
+	c := p.start("first")
 	unknown := testSite(99)
 	p.send("ann@contoso.com", event.Follow, unknown)
 	p.send("ann@contoso.com", event.Unfollow, testSite(1))
 	p.eventually("the dead letter", func() bool { return p.msgs("SITEFOLLOW_DLQ") == 1 })
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.wait(); err == nil {
+	c.Kill()
+	if err := c.Wait(time.Minute); err == nil {
 		t.Fatal("exit: got status 0 after kill -9")
 	}
 	if got := p.msgs("SITEFOLLOW"); got != 2 {
 		t.Fatalf("requests left after kill: got %d, want 2 (none acked)", got)
 	}
 	p.sim.SetOpLatency("remove", 0)
-	p.start()
+	c = p.start("second")
 	p.eventually("redelivered requests to settle", func() bool { return p.msgs("SITEFOLLOW") == 0 })
 	if got := p.msgs("SITEFOLLOW_DLQ"); got != 1 {
 		t.Errorf("dead letters: got %d, want 1 (the redelivered failure is stored once)", got)
@@ -313,10 +198,8 @@ func TestKill9MidBatchLosesNothingAndDeadLettersOnce(t *testing.T) {
 	if got := p.sim.Followed("ann@contoso.com"); len(got) != 0 {
 		t.Errorf("ann followed: got %v, want none", got)
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.wait(); err != nil {
+	c.Term()
+	if err := c.Wait(time.Minute); err != nil {
 		t.Errorf("exit after SIGTERM: %v", err)
 	}
 }

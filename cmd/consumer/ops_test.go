@@ -16,7 +16,7 @@ import (
 	"github.com/sitefollow/sitefollow/internal/config"
 	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/graphsim"
-	"github.com/sitefollow/sitefollow/internal/natsembed"
+	"github.com/sitefollow/sitefollow/internal/testkit"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -45,22 +45,14 @@ func TestOpsEndpoints(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ns.Shutdown()
-			sim, err := graphsim.New(graphsim.Options{Sites: []string{testSite(1)}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sim.Close()
+			ns := testkit.StartNATS(t, testkit.NATSOptions{})
+			sim := testkit.StartSim(t, graphsim.Options{Sites: []string{testSite(1)}})
 			ca := filepath.Join(t.TempDir(), "ca.pem")
 			if err := os.WriteFile(ca, sim.CertPEM(), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			cfg, err := config.Load(nil, envFrom(map[string]string{
-				"NATS_URL": ns.ClientURL(), "SITEFOLLOW_GRAPH_URL": sim.GraphURL(),
+				"NATS_URL": ns.URL(), "SITEFOLLOW_GRAPH_URL": sim.GraphURL(),
 				"AZURE_AUTHORITY_HOST": sim.AuthorityURL(), "AZURE_TENANT_ID": sim.TenantID(),
 				"AZURE_CLIENT_ID": sim.ClientID(), "AZURE_CLIENT_SECRET": cmp.Or(tt.secret, sim.ClientSecret()),
 				"SITEFOLLOW_CA_FILE": ca, "SITEFOLLOW_HTTP_ADDR": "127.0.0.1:0", "SITEFOLLOW_BATCH_LINGER": "10ms",
@@ -89,11 +81,9 @@ func TestOpsEndpoints(t *testing.T) {
 				t.Errorf("readyz: got %d %q, want %d mentioning %q", code, body, tt.wantReady, tt.wantReason)
 			}
 			if tt.wantReady == http.StatusOK {
-				p := &proc{t: t, ns: ns, sim: sim}
-				p.js = jsFor(t, ns.ClientURL())
-				p.logs = new(strings.Builder)
-				p.send("ann@contoso.com", event.Follow, testSite(1))
-				p.eventually("the request to settle", func() bool { return p.msgs("SITEFOLLOW") == 0 })
+				_, js := testkit.Connect(t, ns.URL())
+				testkit.Publish(t, js, "ann@contoso.com", event.Follow, testSite(1))
+				testkit.Eventually(t, time.Minute, "the request to settle", func() bool { return testkit.StreamMsgs(js, testkit.RequestStream) == 0 })
 				_, metrics := get(t, base+"/metrics")
 				for _, want := range []string{"sitefollow_events_total", "sitefollow_sites_total", "sitefollow_graph_calls_total",
 					"sitefollow_graph_sites_per_call", "sitefollow_graph_inflight", "go_goroutines"} {

@@ -13,8 +13,9 @@ import (
 //
 // A call is judged in this order: route (404/400/405), bearer token (401),
 // body (400), Throttle (429), Unavailable (503/504), RateLimit (429),
-// UnknownUser (404), then each site: OmitSite, FailSite, unknown site. Only
-// calls that get as far as a check consume the fault behind it.
+// Chaos (429/503, see SetChaos), UnknownUser (404), then each site: OmitSite,
+// FailSite, unknown site, Chaos SiteTransient. Only calls that get as far as
+// a check consume the fault behind it.
 type faults struct {
 	throttleN     int
 	throttleValue string

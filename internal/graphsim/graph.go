@@ -74,6 +74,10 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	op, user, gerr := route(r.URL)
 	s.mu.Lock()
 	latency := s.latency + s.opLatency[op]
+	chaos := s.chaosLocked()
+	if chaos != nil {
+		latency += chaos.jitter
+	}
 	s.mu.Unlock()
 	if err := s.pause(r.Context(), latency); err != nil {
 		return nil
@@ -100,7 +104,11 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rep := s.admitLocked(time.Now()); rep != nil {
+	now := time.Now()
+	if rep := s.admitLocked(now); rep != nil {
+		return rep
+	}
+	if rep := admitChaos(chaos, now); rep != nil {
 		return rep
 	}
 	if s.faults.unknownUsers[strings.ToLower(user)] {
@@ -111,7 +119,7 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 			message:   fmt.Sprintf("Resource '%s' does not exist or one of its queried reference-property objects are not present.", user),
 		}}
 	}
-	return s.applyLocked(op, user, ids)
+	return s.applyLocked(op, user, ids, chaos)
 }
 
 // buffer returns an empty buffer from the pool; callers put it back.
@@ -392,7 +400,7 @@ func echoID(id string, info *siteInfo, upper bool) string {
 
 // applyLocked changes followed state and builds the answer. Each distinct
 // site is considered once per call, in request order.
-func (s *Server) applyLocked(op, user string, ids []string) *reply {
+func (s *Server) applyLocked(op, user string, ids []string, chaos *chaosVerdict) *reply {
 	f := &s.faults
 	upper := f.upperCaseIDs
 	userKey := strings.ToLower(user)
@@ -440,11 +448,18 @@ func (s *Server) applyLocked(op, user string, ids []string) *reply {
 			failed = true
 			continue
 		}
+		if chaos.siteFails() {
+			entries = append(entries, errorEntryJSON(echoID(id, info, upper), "serviceNotAvailable"))
+			failed = true
+			continue
+		}
 		if op == opAdd {
 			s.followLocked(userKey, k)
+			s.effectLocked(userKey, k, EffectFollow)
 			entries = append(entries, info.object(upper))
 		} else {
 			s.unfollowLocked(userKey, k)
+			s.effectLocked(userKey, k, EffectUnfollow)
 		}
 	}
 

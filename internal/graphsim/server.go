@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -96,6 +97,9 @@ type Server struct {
 	latency       time.Duration
 	opLatency     map[string]time.Duration
 	faults        faults
+	chaos         Chaos
+	chaosRand     *rand.Rand // nil while chaos is off
+	effects       []Effect
 }
 
 // New starts a Server on 127.0.0.1 with ephemeral ports: Graph over plain

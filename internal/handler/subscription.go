@@ -89,4 +89,3 @@ func (s *subscription) stop() {
 		s.cc.Stop()
 	}
 }
-

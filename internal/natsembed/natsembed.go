@@ -3,17 +3,34 @@
 package natsembed
 
 import (
+	"cmp"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
 
 // Options choose where the server stores JetStream data and which port it
-// listens on (-1 picks a free one).
+// listens on (-1 picks a free one). ServerName and Cluster are for test
+// clusters of several embedded servers.
 type Options struct {
 	StoreDir string
 	Port     int
+	// ServerName defaults to "sitefollow-embedded"; servers of one cluster
+	// need distinct names.
+	ServerName string
+	// Cluster, when set, makes the server a member of a JetStream cluster.
+	Cluster *ClusterOptions
+}
+
+// ClusterOptions join a server to a cluster.
+type ClusterOptions struct {
+	Name string // cluster name, the same on every member
+	Port int    // route listener port on 127.0.0.1
+	// Routes are the route URLs of the members (nats-route://127.0.0.1:PORT);
+	// the server's own is ignored.
+	Routes []string
 }
 
 // Start starts a server on 127.0.0.1 and waits until it accepts clients.
@@ -21,8 +38,8 @@ func Start(o Options) (*server.Server, error) {
 	if o.Port == 0 {
 		o.Port = server.RANDOM_PORT
 	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "sitefollow-embedded",
+	opts := &server.Options{
+		ServerName: cmp.Or(o.ServerName, "sitefollow-embedded"),
 		Host:       "127.0.0.1",
 		Port:       o.Port,
 		JetStream:  true,
@@ -32,7 +49,18 @@ func Start(o Options) (*server.Server, error) {
 		// Room for the benchmark's large backlogs.
 		JetStreamMaxMemory: 256 << 20,
 		JetStreamMaxStore:  16 << 30,
-	})
+	}
+	if c := o.Cluster; c != nil {
+		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: "127.0.0.1", Port: c.Port}
+		for _, r := range c.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("start embedded nats: route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded nats: %w", err)
 	}
