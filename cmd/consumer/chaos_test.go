@@ -23,9 +23,12 @@ import (
 // testkit.Check.
 
 // chaosSettings make a consumer react within seconds: the shortest AckWait
-// allowed, short NAK delays and room for many deliveries.
+// allowed, short NAK delays, room for many deliveries, and leases a killed
+// replica gives up within 15s.
 func chaosSettings(extra map[string]string) map[string]string {
 	s := map[string]string{
+		"SITEFOLLOW_GRAPH_TIMEOUT":    "5s",
+		"SITEFOLLOW_LEASE_TTL":        "15s",
 		"SITEFOLLOW_BATCH_LINGER":     "200ms",
 		"SITEFOLLOW_ACK_WAIT":         "5s",
 		"SITEFOLLOW_NAK_DELAY":        "200ms",

@@ -1,9 +1,10 @@
 package testkit
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
+	"io"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sitefollow/sitefollow/internal/config"
 	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/provision"
@@ -29,37 +31,22 @@ const (
 )
 
 // Spec is the provisioning spec a consumer builds from settings (the same
-// map given to ConsumerEnv): default names, and SITEFOLLOW_ACK_WAIT,
-// SITEFOLLOW_MAX_DELIVER, SITEFOLLOW_MAX_ACK_PENDING and
-// SITEFOLLOW_DLQ_DUPLICATE_WINDOW when set.
+// map given to ConsumerEnv), derived exactly as the consumer derives it.
 func Spec(t testing.TB, settings map[string]string) provision.Spec {
 	t.Helper()
-	dur := func(k, def string) time.Duration {
-		d, err := time.ParseDuration(cmp.Or(settings[k], def))
-		if err != nil {
-			t.Fatalf("%s: %v", k, err)
-		}
-		return d
+	env := map[string]string{"AZURE_TENANT_ID": "sim-tenant", "AZURE_CLIENT_ID": "sim-client", "AZURE_CLIENT_SECRET": "sim-secret"}
+	maps.Copy(env, settings)
+	cfg, err := config.Load(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatalf("consumer settings: %v", err)
 	}
-	num := func(k, def string) int {
-		n, err := strconv.Atoi(cmp.Or(settings[k], def))
-		if err != nil {
-			t.Fatalf("%s: %v", k, err)
-		}
-		return n
-	}
-	return provision.Spec{
-		Stream: RequestStream, Subjects: []string{"sitefollow.requests.>"}, Consumer: ConsumerName,
-		AckWait: dur("SITEFOLLOW_ACK_WAIT", "60s"), MaxDeliver: num("SITEFOLLOW_MAX_DELIVER", "10"),
-		MaxAckPending: num("SITEFOLLOW_MAX_ACK_PENDING", "20000"),
-		DLQStream:     DeadLetterStream, DLQSubjects: []string{"sitefollow.dlq.>"},
-		DLQDuplicates: dur("SITEFOLLOW_DLQ_DUPLICATE_WINDOW", "1h"),
-	}
+	return provision.SpecFrom(cfg)
 }
 
 // PrecreateStreams creates what the consumer needs before any consumer runs
 // (for SITEFOLLOW_PROVISION=false), from spec, with replicas replicas: the
-// request stream, the dead-letter stream and the durable consumer. It is the
+// request stream, the dead-letter stream, the state bucket and the durable
+// consumer. It is the
 // one place a test creates them, so that whatever else the consumer comes to
 // need is created here too. Leader elections in a fresh cluster are retried.
 func PrecreateStreams(t testing.TB, js jetstream.JetStream, spec provision.Spec, replicas int) {
@@ -74,6 +61,11 @@ func PrecreateStreams(t testing.TB, js jetstream.JetStream, spec provision.Spec,
 			return false
 		}
 		if _, last = js.CreateOrUpdateStream(ctx, dead); last != nil {
+			return false
+		}
+		bucket := spec.StateBucketConfig()
+		bucket.Replicas = replicas
+		if _, last = js.CreateOrUpdateKeyValue(ctx, bucket); last != nil {
 			return false
 		}
 		_, last = js.CreateOrUpdateConsumer(ctx, spec.Stream, cons)
