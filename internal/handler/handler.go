@@ -44,8 +44,10 @@ type Graph interface {
 type Ledger interface {
 	Acquire(ctx context.Context, userKey string) (*ledger.Lease, error)
 	Ensure(ctx context.Context, ls *ledger.Lease, need time.Duration) error
-	Commit(ctx context.Context, ls *ledger.Lease, applied map[string]uint64) error
+	Intend(ctx context.Context, ls *ledger.Lease, sending map[string]uint64) error
+	Commit(ctx context.Context, ls *ledger.Lease, outcomes map[string]ledger.Settlement) error
 	Release(ctx context.Context, ls *ledger.Lease) error
+	InStream(ctx context.Context, seq uint64) (bool, error)
 }
 
 // leaseMargin is how much longer than a Graph call a lease must still run
@@ -195,6 +197,7 @@ type result struct {
 	batch       *batch.Batch[*tracked]
 	lease       *ledger.Lease
 	busy        bool  // another replica serves the user
+	waiting     bool  // a newer request for one of its sites is in doubt
 	unavailable error // the ledger could not be reached
 	invalid     *tracked
 	dlqErr      error
@@ -302,6 +305,7 @@ func (h *Handler) process(ctx context.Context, j job) result {
 		}
 		h.metrics.lease("acquired")
 	}
+	sending := make(map[string]uint64, len(b.Items))
 	for i := range b.Items {
 		it := &b.Items[i]
 		if ls.Applied(it.Key()) >= it.Ticket.Seq {
@@ -309,12 +313,41 @@ func (h *Handler) process(ctx context.Context, j job) result {
 			// newer request applied meanwhile, here or on another replica.
 			it.Skip = true
 			h.metrics.skipped(it.Action)
+			continue
 		}
+		if p := ls.Pending(it.Key()); p > it.Ticket.Seq {
+			// A newer request was sent and its outcome is unknown (its
+			// replica died, or Graph did not answer). Until it is settled,
+			// this older one must not go out: it could land after it.
+			inStream, err := h.ledger.InStream(ctx, p)
+			if err != nil {
+				h.release(ctx, ls)
+				res.unavailable = err
+				return res
+			}
+			if inStream {
+				h.release(ctx, ls)
+				res.waiting = true
+				return res
+			}
+			// Gone from the stream: settled without clearing its mark.
+		}
+		sending[it.Key()] = it.Ticket.Seq
+	}
+	if err := h.ledger.Intend(ctx, ls, sending); err != nil {
+		h.release(ctx, ls)
+		res.unavailable = err
+		return res
 	}
 	permit := graphclient.WithPermit(func(ctx context.Context, callTimeout time.Duration) error {
 		return h.ledger.Ensure(ctx, ls, callTimeout+leaseMargin)
 	})
-	applied := make(map[string]uint64)
+	outcomes := make(map[string]ledger.Settlement, len(b.Items))
+	for i := range b.Items {
+		if it := &b.Items[i]; it.Skip {
+			outcomes[it.Key()] = ledger.Settlement{Seq: it.Ticket.Seq, Outcome: ledger.Settled}
+		}
+	}
 	for _, call := range b.Calls(h.cfg.BatchMaxSites) {
 		op := graphclient.Add
 		if call[0].Action == event.Unfollow {
@@ -326,19 +359,18 @@ func (h *Handler) process(ctx context.Context, j job) result {
 		}
 		results := h.graph.Apply(ctx, b.UserID, op, sites, permit)
 		for i, it := range call {
-			if h.resolve(ctx, b.UserID, it, results[i]) {
-				applied[it.Key()] = it.Ticket.Seq
-			}
+			outcomes[it.Key()] = ledger.Settlement{Seq: it.Ticket.Seq, Outcome: h.resolve(ctx, b.UserID, it, results[i])}
 		}
 	}
-	if err := h.ledger.Commit(ctx, ls, applied); err != nil {
+	if err := h.ledger.Commit(ctx, ls, outcomes); err != nil {
 		// Unrecorded, an applied request could be overtaken by an older one
 		// on redelivery elsewhere: redeliver it, so it is applied again and
-		// recorded before it is acknowledged.
+		// recorded before it is acknowledged. Its pending mark, written
+		// before the call, holds older requests back meanwhile.
 		h.metrics.lease("lost")
-		h.log.Warn().Err(err).Str("user", b.UserID).Int("sites", len(applied)).Msg("cannot record applied sites; they will be redelivered")
+		h.log.Warn().Err(err).Str("user", b.UserID).Int("sites", len(outcomes)).Msg("cannot record the batch's outcome; applied sites will be redelivered")
 		for i := range b.Items {
-			if _, ok := applied[b.Items[i].Key()]; ok {
+			if o := outcomes[b.Items[i].Key()]; o.Outcome == ledger.Applied {
 				b.Items[i].Retry = true
 			}
 		}
@@ -360,14 +392,16 @@ func (h *Handler) release(ctx context.Context, ls *ledger.Lease) {
 	}
 }
 
-// resolve settles one site of a call and reports whether Graph applied it.
-func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphclient.SiteResult) bool {
+// resolve settles one site of a call and says what became of it: applied,
+// settled without being applied (dead-lettered, or refused for good), or
+// unknown (no answer from Graph; it is redelivered).
+func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphclient.SiteResult) ledger.Outcome {
 	t := it.Ticket.Msg
 	h.metrics.site(it.Action, r.Outcome, it.Superseded())
 	notPermitted := r.Err != nil && r.Err.Code == graphclient.CodeNotPermitted
 	switch {
 	case r.Outcome == graphclient.Applied:
-		return true
+		return ledger.Applied
 	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(t) || ctx.Err() != nil || notPermitted):
 		// A call cut short by shutdown, or never sent because the lease
 		// could not be kept, says nothing about the site: leave it to
@@ -376,7 +410,7 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 		if r.Err != nil {
 			t.notBefore = max(t.notBefore, r.Err.RetryAfter)
 		}
-		return false
+		return ledger.Unknown
 	}
 	f := event.Failure{Code: event.CodeRetriesExhausted, Message: "no answer from Graph"}
 	if r.Err != nil {
@@ -393,13 +427,16 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 		h.log.Error().Err(err).Str("user", userID).Str("site", it.Site).Str("code", f.Code).
 			Msg("dead-letter publish failed; the request will be redelivered")
 		it.Retry = true
-		return false
+		if r.Outcome == graphclient.Unresolved {
+			return ledger.Unknown
+		}
+		return ledger.Settled
 	}
 	it.Dead = true
 	h.metrics.deadLettered(f.Code)
 	h.log.Info().Str("user", userID).Str("action", string(it.Action)).Str("site", it.Site).
 		Str("code", f.Code).Int("httpStatus", f.HTTPStatus).Msg("site dead-lettered")
-	return false
+	return ledger.Settled
 }
 
 func (h *Handler) deadLetter(t *tracked, f event.Failure) event.DeadLetter {

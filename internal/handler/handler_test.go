@@ -11,6 +11,7 @@ import (
 	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/graphclient"
+	"github.com/sitefollow/sitefollow/internal/graphsim"
 	"github.com/sitefollow/sitefollow/internal/handler"
 	"github.com/sitefollow/sitefollow/internal/ledger"
 )
@@ -487,7 +488,7 @@ func TestSettledRequestRedeliveredIsHarmless(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The stream is fresh, so the request published next is sequence 1.
-	if err := led.Commit(t.Context(), ls, map[string]uint64{event.SiteKey(site(1)): 1}); err != nil {
+	if err := led.Commit(t.Context(), ls, map[string]ledger.Settlement{event.SiteKey(site(1)): {Seq: 1, Outcome: ledger.Applied}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := led.Release(t.Context(), ls); err != nil {
@@ -573,5 +574,57 @@ func TestThrottledReplicaDoesNotHoldOthersWork(t *testing.T) {
 	e.settled()
 	if got := fast.calls.Load(); got < users/2 {
 		t.Errorf("calls by the unthrottled replica: got %d of %d, want at least half (the throttled one has %d)", got, users, slow.calls.Load())
+	}
+}
+
+func TestOlderRequestWaitsForANewerOneInDoubt(t *testing.T) {
+	// A replica sent the newer unfollow, Graph applied it, and the replica
+	// died before recording it: only its pending mark is left, and the
+	// unfollow is still unacknowledged, held by the dead replica until its
+	// AckWait passes. The older follow, redelivered meanwhile, must wait for
+	// the unfollow instead of landing after it.
+	e := newEnv(t, withConfig(func(c *handler.Config) { c.AckWait = 5 * time.Second; c.BatchLinger = 20 * time.Millisecond }))
+	e.stop()
+	e.send("ann@contoso.com", event.Follow, site(1))   // sequence 1
+	e.send("ann@contoso.com", event.Unfollow, site(1)) // sequence 2
+	// The dead replica: it took both, let the follow go back, kept the unfollow.
+	cons, err := e.js.Consumer(t.Context(), stream, "sitefollow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if meta, err := m.Metadata(); err == nil && meta.Sequence.Stream == 1 {
+			if err := m.Nak(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	led, err := ledger.Open(t.Context(), e.js, ledger.Config{Bucket: stateBucket, Stream: stream, Owner: "dead", LeaseTTL: leaseTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := led.Acquire(t.Context(), event.UserKey("ann@contoso.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Intend(t.Context(), ls, map[string]uint64{event.SiteKey(site(1)): 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Release(t.Context(), ls); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	e.settled()
+	if got := e.followed("ann@contoso.com"); len(got) != 0 {
+		t.Errorf("followed: got %v, want none", got)
+	}
+	for _, ef := range e.sim.Effects() {
+		if ef.Op == graphsim.EffectFollow {
+			t.Errorf("effect %+v: the older follow was applied while the newer unfollow was in doubt", ef)
+		}
 	}
 }

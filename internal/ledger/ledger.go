@@ -13,6 +13,12 @@
 //     after a lost ack, an older request sent back for redelivery, a
 //     multi-site message whose other sites were applied) and is skipped. It
 //     is written, by compare-and-set, before the requests are acknowledged.
+//     Beside it, per site, the newest request sent whose outcome is not
+//     known yet (pending): marked before the call goes out, cleared once the
+//     request is settled. A replica that dies between Graph's answer and the
+//     record leaves the mark, and an older request for that site then waits
+//     until the marked one is settled (it is redelivered) or has left the
+//     stream, instead of overtaking it.
 //
 // User keys are base64url of the canonical user id, because key-value keys
 // allow neither "@" nor most punctuation user principal names may hold.
@@ -161,12 +167,18 @@ type Lease struct {
 
 	epoch   string
 	applied map[string]uint64 // site key → sequence of the newest applied request
+	pending map[string]uint64 // site key → sequence of the newest request sent, outcome unknown
 	recRev  uint64            // revision of the record key; 0 when there is none
 }
 
 // Applied returns the sequence of the newest request applied for site (a
 // canonical site key), 0 when none is known.
 func (ls *Lease) Applied(site string) uint64 { return ls.applied[site] }
+
+// Pending returns the sequence of the newest request sent for site whose
+// outcome is not known (a replica died, or Graph did not answer), 0 when
+// none.
+func (ls *Lease) Pending(site string) uint64 { return ls.pending[site] }
 
 // Age is how long the lease has been held.
 func (ls *Lease) Age(now time.Time) time.Duration { return now.Sub(ls.acquired) }
@@ -182,6 +194,7 @@ type record struct {
 	Stream  string            `json:"stream"`
 	Epoch   string            `json:"epoch"`
 	Applied map[string]uint64 `json:"applied"`
+	Pending map[string]uint64 `json:"pending,omitempty"`
 }
 
 func encodeKey(userKey string) string {
@@ -220,7 +233,7 @@ func (l *Ledger) Acquire(ctx context.Context, userKey string) (*Lease, error) {
 // start again at 1) says nothing about the current one.
 func (l *Ledger) load(ctx context.Context, ls *Lease) error {
 	_, epoch := l.view(ctx)
-	ls.epoch, ls.applied, ls.recRev = epoch, map[string]uint64{}, 0
+	ls.epoch, ls.applied, ls.pending, ls.recRev = epoch, map[string]uint64{}, map[string]uint64{}, 0
 	e, err := l.kv.Get(ctx, "applied."+ls.key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
@@ -236,8 +249,13 @@ func (l *Ledger) load(ctx context.Context, ls *Lease) error {
 		// every other replica away meanwhile.
 		return nil
 	}
-	if r.Stream == l.cfg.Stream && r.Epoch == epoch && r.Applied != nil {
-		ls.applied = r.Applied
+	if r.Stream == l.cfg.Stream && r.Epoch == epoch {
+		if r.Applied != nil {
+			ls.applied = r.Applied
+		}
+		if r.Pending != nil {
+			ls.pending = r.Pending
+		}
 	}
 	return nil
 }
@@ -264,32 +282,110 @@ func (l *Ledger) Ensure(ctx context.Context, ls *Lease, need time.Duration) erro
 	return nil
 }
 
-// Commit records that Graph applied the requests with the given sequences
-// (site key → sequence), keeping the newer of old and new per site, and
-// drops entries no request still in the stream can be older than.
-func (l *Ledger) Commit(ctx context.Context, ls *Lease, applied map[string]uint64) error {
-	if len(applied) == 0 {
+// Outcome is what became of one request for one site in a batch.
+type Outcome int
+
+// The outcomes Commit records.
+const (
+	// Applied: Graph confirmed it.
+	Applied Outcome = iota + 1
+	// Settled: it will not be sent again (dead-lettered, skipped, or
+	// refused by Graph for good), and Graph did not apply it.
+	Settled
+	// Unknown: sent, but Graph's answer never came (a timeout, a cut
+	// connection); it may have been applied. It stays marked pending.
+	Unknown
+)
+
+// Intend marks the requests about to be sent (site key → sequence) as
+// pending, before any of them goes out.
+func (l *Ledger) Intend(ctx context.Context, ls *Lease, sending map[string]uint64) error {
+	if len(sending) == 0 {
 		return nil
 	}
+	pending := maps.Clone(ls.pending)
+	for site, seq := range sending {
+		pending[site] = max(pending[site], seq)
+	}
+	return l.store(ctx, ls, ls.applied, pending, "mark pending")
+}
+
+// Commit records what became of the requests of a batch (site key →
+// sequence and outcome): applied ones raise the site's applied sequence,
+// and every request no longer in doubt clears its pending mark. It also
+// drops entries no request still in the stream can be older than.
+func (l *Ledger) Commit(ctx context.Context, ls *Lease, outcomes map[string]Settlement) error {
+	if len(outcomes) == 0 {
+		return nil
+	}
+	applied, pending := maps.Clone(ls.applied), maps.Clone(ls.pending)
+	changed := false
+	for site, o := range outcomes {
+		switch o.Outcome {
+		case Applied:
+			if o.Seq > applied[site] {
+				applied[site], changed = o.Seq, true
+			}
+			if p, ok := pending[site]; ok && p <= o.Seq {
+				delete(pending, site)
+				changed = true
+			}
+		case Settled:
+			if p, ok := pending[site]; ok && p <= o.Seq {
+				delete(pending, site)
+				changed = true
+			}
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return l.store(ctx, ls, applied, pending, "commit")
+}
+
+// Settlement is one request's outcome for one site.
+type Settlement struct {
+	Seq     uint64
+	Outcome Outcome
+}
+
+// store writes the record by compare-and-set, pruned, while the lease is
+// still valid.
+func (l *Ledger) store(ctx context.Context, ls *Lease, applied, pending map[string]uint64, what string) error {
 	if !l.cfg.Now().Before(ls.validUntil) {
-		return fmt.Errorf("ledger: commit for %q: %w", ls.userKey, ErrLost)
+		return fmt.Errorf("ledger: %s for %q: %w", what, ls.userKey, ErrLost)
 	}
 	floor, _ := l.view(ctx)
-	next := maps.Clone(ls.applied)
-	for site, seq := range applied {
-		next[site] = max(next[site], seq)
-	}
-	prune(next, floor)
-	value, err := json.Marshal(record{Stream: l.cfg.Stream, Epoch: ls.epoch, Applied: next})
+	prune(applied, floor)
+	prune(pending, floor)
+	value, err := json.Marshal(record{Stream: l.cfg.Stream, Epoch: ls.epoch, Applied: applied, Pending: pending})
 	if err != nil {
-		return fmt.Errorf("ledger: commit for %q: %w", ls.userKey, err)
+		return fmt.Errorf("ledger: %s for %q: %w", what, ls.userKey, err)
 	}
 	rev, err := l.write(ctx, "applied."+ls.key, value, ls.recRev, recordTTL)
 	if err != nil {
-		return fmt.Errorf("ledger: commit for %q: %w", ls.userKey, err)
+		return fmt.Errorf("ledger: %s for %q: %w", what, ls.userKey, err)
 	}
-	ls.applied, ls.recRev = next, rev
+	ls.applied, ls.pending, ls.recRev = applied, pending, rev
 	return nil
+}
+
+// InStream reports whether the request with sequence seq is still in the
+// request stream, that is, not yet acknowledged (WorkQueue retention
+// removes acknowledged requests) nor deleted.
+func (l *Ledger) InStream(ctx context.Context, seq uint64) (bool, error) {
+	s, err := l.js.Stream(ctx, l.cfg.Stream)
+	if err != nil {
+		return false, fmt.Errorf("ledger: look up request %d: %w", seq, err)
+	}
+	_, err = s.GetMsg(ctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("ledger: look up request %d: %w", seq, err)
+	}
+	return true, nil
 }
 
 // prune drops entries below floor: every request at or below such an entry

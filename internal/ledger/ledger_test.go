@@ -137,7 +137,7 @@ func TestEnsureRenewsAndNoticesLoss(t *testing.T) {
 	if err := a.Ensure(ctx, la, time.Hour); !errors.Is(err, ErrLost) {
 		t.Errorf("ensure after b took the user: got %v, want ErrLost", err)
 	}
-	if err := a.Commit(ctx, la, map[string]uint64{"site": 1}); !errors.Is(err, ErrLost) {
+	if err := a.Commit(ctx, la, applied(map[string]uint64{"site": 1})); !errors.Is(err, ErrLost) {
 		t.Errorf("commit after losing the lease: got %v, want ErrLost", err)
 	}
 }
@@ -150,10 +150,10 @@ func TestRecordIsSharedAndKeepsTheNewest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Commit(ctx, la, map[string]uint64{"s1": 10, "s2": 20}); err != nil {
+	if err := a.Commit(ctx, la, applied(map[string]uint64{"s1": 10, "s2": 20})); err != nil {
 		t.Fatalf("commit: %v", err)
 	}
-	if err := a.Commit(ctx, la, map[string]uint64{"s1": 5, "s3": 30}); err != nil {
+	if err := a.Commit(ctx, la, applied(map[string]uint64{"s1": 5, "s3": 30})); err != nil {
 		t.Fatalf("second commit: %v", err)
 	}
 	if err := a.Release(ctx, la); err != nil {
@@ -178,7 +178,7 @@ func TestRecordOfAReCreatedStreamIsIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Commit(ctx, la, map[string]uint64{"s1": 10}); err != nil {
+	if err := a.Commit(ctx, la, applied(map[string]uint64{"s1": 10})); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Release(ctx, la); err != nil {
@@ -198,7 +198,7 @@ func TestRecordOfAReCreatedStreamIsIgnored(t *testing.T) {
 	if got := lb.Applied("s1"); got != 0 {
 		t.Errorf("applied s1 after the stream was re-created: got %d, want 0", got)
 	}
-	if err := b.Commit(ctx, lb, map[string]uint64{"s1": 1}); err != nil {
+	if err := b.Commit(ctx, lb, applied(map[string]uint64{"s1": 1})); err != nil {
 		t.Errorf("commit over the old record: %v", err)
 	}
 }
@@ -258,5 +258,70 @@ func TestOpenRefusesWhatCannotWork(t *testing.T) {
 				t.Error("Open: got no error")
 			}
 		})
+	}
+}
+
+// applied is Commit's argument for requests Graph applied.
+func applied(seqs map[string]uint64) map[string]Settlement {
+	out := make(map[string]Settlement, len(seqs))
+	for site, seq := range seqs {
+		out[site] = Settlement{Seq: seq, Outcome: Applied}
+	}
+	return out
+}
+
+func TestPendingMarksOutliveTheirReplica(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	a, b := w.ledger("a", time.Minute), w.ledger("b", time.Minute)
+	la, err := a.Acquire(ctx, "ann@contoso.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Intend(ctx, la, map[string]uint64{"s1": 7, "s2": 8, "s3": 9}); err != nil {
+		t.Fatalf("intend: %v", err)
+	}
+	// s1 applied, s2 dead-lettered, s3 unanswered; then a is gone.
+	if err := a.Commit(ctx, la, map[string]Settlement{
+		"s1": {Seq: 7, Outcome: Applied}, "s2": {Seq: 8, Outcome: Settled}, "s3": {Seq: 9, Outcome: Unknown},
+	}); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if err := a.Release(ctx, la); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Acquire(ctx, "ann@contoso.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		site             string
+		applied, pending uint64
+	}{{"s1", 7, 0}, {"s2", 0, 0}, {"s3", 0, 9}} {
+		if got := lb.Applied(tt.site); got != tt.applied {
+			t.Errorf("applied %s: got %d, want %d", tt.site, got, tt.applied)
+		}
+		if got := lb.Pending(tt.site); got != tt.pending {
+			t.Errorf("pending %s: got %d, want %d", tt.site, got, tt.pending)
+		}
+	}
+}
+
+func TestInStreamTellsUnsettledFromGone(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	ack, err := w.js.Publish(ctx, "sitefollow.requests.app", []byte("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := w.ledger("a", time.Minute)
+	for _, tt := range []struct {
+		seq  uint64
+		want bool
+	}{{ack.Sequence, true}, {ack.Sequence + 1, false}} {
+		got, err := l.InStream(ctx, tt.seq)
+		if err != nil || got != tt.want {
+			t.Errorf("InStream(%d): got %v, %v, want %v", tt.seq, got, err, tt.want)
+		}
 	}
 }
