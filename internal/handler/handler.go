@@ -305,6 +305,59 @@ func (h *Handler) process(ctx context.Context, j job) result {
 		}
 		h.metrics.lease("acquired")
 	}
+	sending, err := h.screen(ctx, b, ls)
+	if err == nil {
+		err = h.ledger.Intend(ctx, ls, sending)
+	}
+	switch {
+	case errors.Is(err, errInDoubt):
+		h.release(ctx, ls)
+		res.waiting = true
+		return res
+	case err != nil:
+		h.release(ctx, ls)
+		res.unavailable = err
+		return res
+	}
+	outcomes := h.send(ctx, b, ls)
+	// What Graph answered must be recorded even when shutdown cut the calls
+	// short, or it is sent again for nothing.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := h.ledger.Commit(cctx, ls, outcomes); err != nil {
+		// Unrecorded, an applied request could be overtaken by an older one
+		// on redelivery elsewhere: redeliver it, so it is applied again and
+		// recorded before it is acknowledged. Its pending mark, written
+		// before the call, holds older requests back meanwhile.
+		h.metrics.lease("lost")
+		h.log.Warn().Err(err).Str("user", b.UserID).Int("sites", len(outcomes)).Msg("cannot record the batch's outcome; applied sites will be redelivered")
+		for i := range b.Items {
+			if o := outcomes[b.Items[i].Key()]; o.Outcome == ledger.Applied {
+				b.Items[i].Retry = true
+			}
+		}
+		h.release(ctx, ls)
+		return res
+	}
+	if j.keep && ls.Age(h.cfg.Now()) < h.cfg.LeaseHold && ctx.Err() == nil {
+		res.lease = ls
+		return res
+	}
+	h.release(ctx, ls)
+	return res
+}
+
+// errInDoubt says a batch must wait: a newer request for one of its sites
+// was sent and its outcome is not known yet.
+var errInDoubt = errors.New("a newer request for a site is in doubt")
+
+// screen marks Skip on items the user's record shows a request at least as
+// new was applied for, and returns the rest, to be sent (site key →
+// sequence). It returns errInDoubt when a newer request for one of them
+// was sent and is still unsettled (its replica died, or Graph did not
+// answer): the older one must not go out until then, or it could land after
+// it.
+func (h *Handler) screen(ctx context.Context, b *batch.Batch[*tracked], ls *ledger.Lease) (map[string]uint64, error) {
 	sending := make(map[string]uint64, len(b.Items))
 	for i := range b.Items {
 		it := &b.Items[i]
@@ -316,29 +369,23 @@ func (h *Handler) process(ctx context.Context, j job) result {
 			continue
 		}
 		if p := ls.Pending(it.Key()); p > it.Ticket.Seq {
-			// A newer request was sent and its outcome is unknown (its
-			// replica died, or Graph did not answer). Until it is settled,
-			// this older one must not go out: it could land after it.
 			inStream, err := h.ledger.InStream(ctx, p)
 			if err != nil {
-				h.release(ctx, ls)
-				res.unavailable = err
-				return res
+				return nil, err
 			}
 			if inStream {
-				h.release(ctx, ls)
-				res.waiting = true
-				return res
+				return nil, errInDoubt
 			}
 			// Gone from the stream: settled without clearing its mark.
 		}
 		sending[it.Key()] = it.Ticket.Seq
 	}
-	if err := h.ledger.Intend(ctx, ls, sending); err != nil {
-		h.release(ctx, ls)
-		res.unavailable = err
-		return res
-	}
+	return sending, nil
+}
+
+// send makes the batch's Graph calls, each permitted only while the lease
+// outlives it, and returns every item's outcome by site key.
+func (h *Handler) send(ctx context.Context, b *batch.Batch[*tracked], ls *ledger.Lease) map[string]ledger.Settlement {
 	permit := graphclient.WithPermit(func(ctx context.Context, callTimeout time.Duration) error {
 		return h.ledger.Ensure(ctx, ls, callTimeout+leaseMargin)
 	})
@@ -362,27 +409,7 @@ func (h *Handler) process(ctx context.Context, j job) result {
 			outcomes[it.Key()] = ledger.Settlement{Seq: it.Ticket.Seq, Outcome: h.resolve(ctx, b.UserID, it, results[i])}
 		}
 	}
-	if err := h.ledger.Commit(ctx, ls, outcomes); err != nil {
-		// Unrecorded, an applied request could be overtaken by an older one
-		// on redelivery elsewhere: redeliver it, so it is applied again and
-		// recorded before it is acknowledged. Its pending mark, written
-		// before the call, holds older requests back meanwhile.
-		h.metrics.lease("lost")
-		h.log.Warn().Err(err).Str("user", b.UserID).Int("sites", len(outcomes)).Msg("cannot record the batch's outcome; applied sites will be redelivered")
-		for i := range b.Items {
-			if o := outcomes[b.Items[i].Key()]; o.Outcome == ledger.Applied {
-				b.Items[i].Retry = true
-			}
-		}
-		h.release(ctx, ls)
-		return res
-	}
-	if j.keep && ls.Age(h.cfg.Now()) < h.cfg.LeaseHold && ctx.Err() == nil {
-		res.lease = ls
-		return res
-	}
-	h.release(ctx, ls)
-	return res
+	return outcomes
 }
 
 // release gives a lease back; if that fails it ends by its TTL.
