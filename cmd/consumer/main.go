@@ -77,7 +77,8 @@ subcommands:
             (consumer run --help lists every setting, its environment variable and default)
   demo      run the whole pipeline against an embedded NATS server and a Graph simulator
   bench     measure the consumer against JetStream's ceiling, a naive consumer, the Graph
-            throttle limit, latency and memory bounds (see README, Performance); --short for CI
+            throttle limit, latency and memory bounds, and with 1-3 replicas (see README,
+            Performance); --short for CI
   version   print the version
 `)
 }

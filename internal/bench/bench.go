@@ -73,6 +73,7 @@ func (r *runner) scenarios() []scenario {
 		{"latency", 1, r.latency},
 		{"naive", 2, r.naive},
 		{"backlog", 2, r.backlog},
+		{"scaleout", 2 * maxReplicas, r.scaleout},
 	}
 }
 
@@ -194,6 +195,10 @@ type sizes struct {
 	pipelineEvents, pipelineUsers     int
 	backlogSmall, backlogLarge        int
 	backlogUsers                      int
+	// scaleout drains scaleoutEvents one-site requests over scaleoutUsers
+	// with 1..scaleoutReplicas (at most maxReplicas) consumers, without and
+	// with a Graph budget.
+	scaleoutEvents, scaleoutUsers, scaleoutReplicas int
 	// shutdownTimeout is the consumer's SITEFOLLOW_SHUTDOWN_TIMEOUT where a
 	// scenario stops it with work left (throttled), so stopping is quick.
 	shutdownTimeout time.Duration
@@ -209,6 +214,7 @@ func fullSizes() sizes {
 		naiveEvents:    300,
 		pipelineEvents: 20_000, pipelineUsers: 1_000,
 		backlogSmall: 100_000, backlogLarge: 1_000_000, backlogUsers: 10_000,
+		scaleoutEvents: 40_000, scaleoutUsers: 2_000, scaleoutReplicas: maxReplicas,
 		shutdownTimeout: 2 * time.Second,
 	}
 }
@@ -225,6 +231,9 @@ func shortSizes() sizes {
 		naiveEvents:    30,
 		pipelineEvents: 2_000, pipelineUsers: 100,
 		backlogSmall: 1_000, backlogLarge: 10_000, backlogUsers: 100,
+		// Two replicas prove the harness runs several; a third would only
+		// add a second or two of process start and stop to every CI run.
+		scaleoutEvents: 200, scaleoutUsers: 20, scaleoutReplicas: 2,
 		shutdownTimeout: time.Second,
 	}
 }

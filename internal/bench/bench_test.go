@@ -441,3 +441,30 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+func TestSummariseCalls(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(msec int) time.Time { return t0.Add(time.Duration(msec) * time.Millisecond) }
+	// call arrives at from and is answered at to (0: never answered).
+	call := func(user string, from, to, status, sites int) graphsim.Call {
+		c := graphsim.Call{UserID: user, At: at(from), Status: status, SiteIDs: make([]string, sites)}
+		if to > 0 {
+			c.Answered = at(to)
+		}
+		return c
+	}
+	calls := []graphsim.Call{
+		call("a", 0, 50, http.StatusOK, 20),
+		call("b", 10, 60, http.StatusOK, 5),
+		call("A", 40, 90, http.StatusOK, 3),                // a's first call still unanswered: overlap
+		call("a", 95, 145, http.StatusTooManyRequests, 10), // after both: none
+		call("b", 60, 110, http.StatusNoContent, 2),        // at the answer: none
+		call("c", 0, 0, 0, 1),                              // never answered
+		call("c", 500, 550, http.StatusOK, 1),              // so this overlaps
+	}
+	got := summariseCalls(calls)
+	want := scaleoutCalls{calls: 7, sites: 42, largest: 20, throttled: 1, applied: 31, overlaps: 2}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}

@@ -562,3 +562,101 @@ func parseStatus(r io.Reader) (procStatus, error) {
 	}
 	return st, nil
 }
+
+// startReplicas starts n consumers as child processes sharing the durable
+// consumer, as n `run` replicas of a deployment do, each with its own log
+// (replica-<i>.log). Together they are the rig's consumer under test, so
+// waitEmpty and waitPulling notice any of them exiting, and stopConsumer
+// and close stop all of them. On error none is left running.
+func (g *rig) startReplicas(n int) (*replicaSet, error) {
+	if g.serve != nil {
+		// Replicas are processes; several serve loops in this process would
+		// share one Go runtime and measure nothing a deployment sees.
+		return nil, fmt.Errorf("%s: start replicas: the rig runs its consumer in process", g.name)
+	}
+	members := make([]*child, 0, n)
+	for i := range n {
+		c, err := startChild(g.exe, g.env, filepath.Join(g.dir, fmt.Sprintf("replica-%d.log", i+1)), g.logf)
+		if err != nil {
+			for _, m := range members {
+				m.kill()
+			}
+			return nil, fmt.Errorf("%s: start replica %d of %d: %w", g.name, i+1, n, err)
+		}
+		members = append(members, c)
+	}
+	s := newReplicaSet(members)
+	g.proc = s
+	return s, nil
+}
+
+// replicaSet is several consumer processes acting as one consumer under
+// test: done closes when the first of them exits (any exit during a
+// measurement is a failure), and stop and kill act on all of them.
+type replicaSet struct {
+	members []*child
+	exited  chan struct{} // closed when the first member exits
+	once    sync.Once
+	first   int // index of the first member to exit; valid once exited is closed
+
+	// mems are each member's figures, in start order; set by stop.
+	mems []memory
+}
+
+func newReplicaSet(members []*child) *replicaSet {
+	s := &replicaSet{members: members, exited: make(chan struct{})}
+	for i, m := range members {
+		// One watcher per member, ending with the member's process, which
+		// kill (and so rig.close) always ends.
+		go func() {
+			<-m.exited
+			s.once.Do(func() {
+				s.first = i
+				close(s.exited)
+			})
+		}()
+	}
+	return s
+}
+
+func (s *replicaSet) done() <-chan struct{} { return s.exited }
+
+func (s *replicaSet) exitError() error {
+	<-s.exited
+	return fmt.Errorf("replica %d of %d: %w", s.first+1, len(s.members), s.members[s.first].exitError())
+}
+
+// stop stops every member at once, so stopping takes one grace period
+// rather than one per replica and no replica picks up the others'
+// redeliveries meanwhile. The memory returned is the members' sum, the
+// deployment's footprint; memories has each member's.
+func (s *replicaSet) stop(grace time.Duration) (memory, error) {
+	mems := make([]memory, len(s.members))
+	errs := make([]error, len(s.members))
+	var wg sync.WaitGroup
+	for i, m := range s.members {
+		wg.Go(func() {
+			mems[i], errs[i] = m.stop(grace)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("replica %d of %d: %w", i+1, len(s.members), errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	s.mems = mems
+	var total memory
+	for _, m := range mems {
+		total.HWM += m.HWM
+		total.SampledMax += m.SampledMax
+	}
+	return total, errors.Join(errs...)
+}
+
+// memories returns each member's figures as stop read them; nil before.
+func (s *replicaSet) memories() []memory { return s.mems }
+
+func (s *replicaSet) kill() {
+	for _, m := range s.members {
+		m.kill()
+	}
+}
