@@ -60,6 +60,10 @@ type Item[M any] struct {
 	// site was already applied: sending this one would undo it. A skipped
 	// item is not sent and settles as superseded.
 	Skip bool
+	// Defer is set by the caller on an item it did not send and must try
+	// again later (a newer request for the site is in doubt): it is pending
+	// again, not before the batch's NotBefore.
+	Defer bool
 
 	key        string
 	at         time.Time
@@ -80,6 +84,8 @@ type loser[M any] struct {
 type Batch[M any] struct {
 	UserID string
 	Items  []Item[M]
+	// NotBefore is when deferred items may be taken again.
+	NotBefore time.Time
 
 	key string
 }
@@ -94,7 +100,7 @@ func (b *Batch[M]) Calls(max int) [][]*Item[M] {
 	for _, action := range []event.Action{event.Follow, event.Unfollow} {
 		var cur []*Item[M]
 		for i := range b.Items {
-			if b.Items[i].Action != action || b.Items[i].Skip {
+			if b.Items[i].Action != action || b.Items[i].Skip || b.Items[i].Defer {
 				continue
 			}
 			cur = append(cur, &b.Items[i])
@@ -347,8 +353,8 @@ func (a *Aggregator[M]) Deadline() (time.Time, bool) {
 	return a.deadlines[0].at, true
 }
 
-// Complete hands a batch back after its Graph calls, with Retry and Dead
-// set on its items, and returns the messages that are now done. A
+// Complete hands a batch back after its Graph calls, with Retry, Dead and
+// Defer set on its items, and returns the messages that are now done. A
 // superseded request is settled with its winner whatever the winner's fate,
 // except when the winner was dead-lettered: the newest superseded request
 // is then pending again in its place, carrying the older ones.
@@ -362,8 +368,14 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 		}
 	}
 	u := a.users[b.key]
+	deferred := false
 	for i := range b.Items {
 		it := &b.Items[i]
+		if it.Defer {
+			a.put(b.key, u, &entry[M]{at: it.at, key: it.key, site: it.Site, action: it.Action, ticket: it.Ticket, superseded: it.superseded})
+			deferred = true
+			continue
+		}
 		settle(it.Ticket, it.Retry && !it.Skip)
 		if it.Dead && len(it.superseded) > 0 {
 			a.put(b.key, u, heir(it))
@@ -375,6 +387,10 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 	}
 	u.inFlight = false
 	a.inFlight--
+	if deferred {
+		u.notBefore = b.NotBefore
+		a.schedule(b.key, u)
+	}
 	switch {
 	case len(u.pending) == 0:
 		delete(a.users, b.key)

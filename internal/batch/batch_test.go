@@ -356,3 +356,33 @@ func TestSkippedItemsAreNotSentAndSettle(t *testing.T) {
 		t.Errorf("done: got %+v, want %+v", got, want)
 	}
 }
+
+func TestDeferredItemComesBackAloneAfterNotBefore(t *testing.T) {
+	a := New[string](20, time.Second)
+	a.Add("u1", event.Follow, []string{site(1), site(2)}, 1, "m", t0)
+	b, ok := a.Next(t0.Add(time.Second))
+	if !ok {
+		t.Fatal("no batch due")
+	}
+	b.Items[0].Defer = true // a newer request for site 1 is in doubt
+	b.NotBefore = t0.Add(3 * time.Second)
+	if calls := b.Calls(20); len(calls) != 1 || len(calls[0]) != 1 || calls[0][0].Site != site(2) {
+		t.Fatalf("calls: got %v, want site 2 alone", calls)
+	}
+	if got := a.Complete(b, t0.Add(time.Second)); len(got) != 0 {
+		t.Fatalf("done: got %+v, want none (site 1 is still open)", got)
+	}
+	if _, ok := a.Next(b.NotBefore.Add(-time.Millisecond)); ok {
+		t.Fatal("deferred item taken before NotBefore")
+	}
+	b2, ok := a.Next(b.NotBefore)
+	if !ok {
+		t.Fatal("deferred item not due at NotBefore")
+	}
+	if got, want := summary(t, b2), "u1 follow:1 unfollow:"; got != want {
+		t.Fatalf("second batch: got %q, want %q", got, want)
+	}
+	if got, want := a.Complete(b2, b.NotBefore), []Done[string]{{Msg: "m"}}; !slices.Equal(got, want) {
+		t.Errorf("done: got %+v, want %+v", got, want)
+	}
+}

@@ -197,7 +197,6 @@ type result struct {
 	batch       *batch.Batch[*tracked]
 	lease       *ledger.Lease
 	busy        bool  // another replica serves the user
-	waiting     bool  // a newer request for one of its sites is in doubt
 	unavailable error // the ledger could not be reached
 	invalid     *tracked
 	dlqErr      error
@@ -309,12 +308,10 @@ func (h *Handler) process(ctx context.Context, j job) result {
 	if err == nil {
 		err = h.ledger.Intend(ctx, ls, sending)
 	}
-	switch {
-	case errors.Is(err, errInDoubt):
-		h.release(ctx, ls)
-		res.waiting = true
-		return res
-	case err != nil:
+	if err != nil {
+		for i := range b.Items {
+			b.Items[i].Skip, b.Items[i].Defer = false, false
+		}
 		h.release(ctx, ls)
 		res.unavailable = err
 		return res
@@ -347,16 +344,15 @@ func (h *Handler) process(ctx context.Context, j job) result {
 	return res
 }
 
-// errInDoubt says a batch must wait: a newer request for one of its sites
-// was sent and its outcome is not known yet.
-var errInDoubt = errors.New("a newer request for a site is in doubt")
+// inDoubtWait is how long an item waits when a newer request for its site
+// is in doubt: that request comes back after its NAK delay or AckWait.
+const inDoubtWait = time.Second
 
 // screen marks Skip on items the user's record shows a request at least as
-// new was applied for, and returns the rest, to be sent (site key →
-// sequence). It returns errInDoubt when a newer request for one of them
-// was sent and is still unsettled (its replica died, or Graph did not
-// answer): the older one must not go out until then, or it could land after
-// it.
+// new was applied for, and Defer on those for which a newer request was sent
+// and is still unsettled (its replica died, or Graph did not answer): such
+// an older one must not go out until then, or it could land after it. It
+// returns the rest, to be sent (site key → sequence).
 func (h *Handler) screen(ctx context.Context, b *batch.Batch[*tracked], ls *ledger.Lease) (map[string]uint64, error) {
 	sending := make(map[string]uint64, len(b.Items))
 	for i := range b.Items {
@@ -374,7 +370,10 @@ func (h *Handler) screen(ctx context.Context, b *batch.Batch[*tracked], ls *ledg
 				return nil, err
 			}
 			if inStream {
-				return nil, errInDoubt
+				it.Defer = true
+				b.NotBefore = h.cfg.Now().Add(inDoubtWait)
+				h.metrics.lease("deferred")
+				continue
 			}
 			// Gone from the stream: settled without clearing its mark.
 		}

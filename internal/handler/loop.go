@@ -188,15 +188,11 @@ func (l *loop) finish(workCtx context.Context, r result) {
 		}
 		h.settle(r.invalid, r.dlqErr != nil)
 		return
-	case r.busy || r.waiting || r.unavailable != nil:
+	case r.busy || r.unavailable != nil:
 		key := r.batch.Key()
 		n := l.busy[key]
 		l.busy[key] = n + 1
 		delay := busyDelay(n)
-		if r.waiting {
-			// The request in doubt comes back after its NAK delay or AckWait.
-			delay = max(delay, 500*time.Millisecond)
-		}
 		if r.unavailable != nil {
 			delay = max(delay, time.Second)
 			if now := h.cfg.Now(); now.Sub(l.ledgerWarned) >= 10*time.Second {

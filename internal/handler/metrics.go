@@ -57,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sitefollow_leases_total",
-			Help: "User leases asked for: acquired, busy (another replica serves the user), error (the ledger could not be reached), lost (applied sites could not be recorded).",
+			Help: "User leases asked for: acquired, busy (another replica serves the user), error (the ledger could not be reached), lost (applied sites could not be recorded); deferred counts sites held back while a newer request for them is in doubt.",
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.events, m.sites, m.deadLetters, m.messages, m.pendingSites, m.inFlight, m.heldMessages, m.heldLimit, m.leases)
