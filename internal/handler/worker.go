@@ -1,0 +1,222 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sitefollow/sitefollow/internal/batch"
+	"github.com/sitefollow/sitefollow/internal/event"
+	"github.com/sitefollow/sitefollow/internal/graphclient"
+	"github.com/sitefollow/sitefollow/internal/ledger"
+)
+
+// process runs one user's batch against Graph under the user's lease and
+// dead-letters what Graph rejected. It marks Retry on items that must come
+// back, Dead on those dead-lettered, Skip on those a newer request already
+// covers.
+func (h *Handler) process(ctx context.Context, j job) result {
+	b := j.batch
+	res := result{batch: b}
+	ls := j.lease
+	if ls == nil {
+		var err error
+		ls, err = h.ledger.Acquire(ctx, b.Key())
+		switch {
+		case errors.Is(err, ledger.ErrBusy):
+			h.metrics.lease("busy")
+			res.busy = true
+			return res
+		case err != nil:
+			h.metrics.lease("error")
+			res.unavailable = err
+			return res
+		}
+		h.metrics.lease("acquired")
+	}
+	sending, err := h.screen(ctx, b, ls)
+	if err == nil {
+		err = h.ledger.Intend(ctx, ls, sending)
+	}
+	if err != nil {
+		for i := range b.Items {
+			b.Items[i].Skip, b.Items[i].Defer = false, false
+		}
+		h.release(ctx, ls)
+		res.unavailable = err
+		return res
+	}
+	outcomes := h.send(ctx, b, ls)
+	// What Graph answered must be recorded even when shutdown cut the calls
+	// short, or it is sent again for nothing.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := h.ledger.Commit(cctx, ls, outcomes); err != nil {
+		// Unrecorded, an applied request could be overtaken by an older one
+		// on redelivery elsewhere: redeliver it, so it is applied again and
+		// recorded before it is acknowledged. Its pending mark, written
+		// before the call, holds older requests back meanwhile.
+		h.metrics.lease("lost")
+		h.log.Warn().Err(err).Str("user", b.UserID).Int("sites", len(outcomes)).Msg("cannot record the batch's outcome; applied sites will be redelivered")
+		for i := range b.Items {
+			if o := outcomes[b.Items[i].Key()]; o.Outcome == ledger.Applied {
+				b.Items[i].Retry = true
+			}
+		}
+		h.release(ctx, ls)
+		return res
+	}
+	if j.keep && ls.Age(h.cfg.Now()) < h.cfg.LeaseHold && ctx.Err() == nil {
+		res.lease = ls
+		return res
+	}
+	h.release(ctx, ls)
+	return res
+}
+
+// inDoubtWait is how long an item waits when a newer request for its site
+// is in doubt: that request comes back after its NAK delay or AckWait.
+const inDoubtWait = time.Second
+
+// screen marks Skip on items the user's record shows a request at least as
+// new was applied for, and Defer on those for which a newer request was sent
+// and is still unsettled (its replica died, or Graph did not answer): such
+// an older one must not go out until then, or it could land after it. It
+// returns the rest, to be sent (site key → sequence).
+func (h *Handler) screen(ctx context.Context, b *batch.Batch[*tracked], ls *ledger.Lease) (map[string]uint64, error) {
+	sending := make(map[string]uint64, len(b.Items))
+	for i := range b.Items {
+		it := &b.Items[i]
+		if ls.Applied(it.Key()) >= it.Ticket.Seq {
+			// Applied already (an earlier delivery), or superseded by a
+			// newer request applied meanwhile, here or on another replica.
+			it.Skip = true
+			h.metrics.skipped(it.Action)
+			continue
+		}
+		if p := ls.Pending(it.Key()); p > it.Ticket.Seq {
+			inStream, err := h.ledger.InStream(ctx, p)
+			if err != nil {
+				return nil, err
+			}
+			if inStream {
+				it.Defer = true
+				b.NotBefore = h.cfg.Now().Add(inDoubtWait)
+				h.metrics.lease("deferred")
+				continue
+			}
+			// Gone from the stream: settled without clearing its mark.
+		}
+		sending[it.Key()] = it.Ticket.Seq
+	}
+	return sending, nil
+}
+
+// send makes the batch's Graph calls, each permitted only while the lease
+// outlives it, and returns every item's outcome by site key.
+func (h *Handler) send(ctx context.Context, b *batch.Batch[*tracked], ls *ledger.Lease) map[string]ledger.Settlement {
+	permit := graphclient.WithPermit(func(ctx context.Context, callTimeout time.Duration) error {
+		return h.ledger.Ensure(ctx, ls, callTimeout+leaseMargin)
+	})
+	outcomes := make(map[string]ledger.Settlement, len(b.Items))
+	for i := range b.Items {
+		if it := &b.Items[i]; it.Skip {
+			outcomes[it.Key()] = ledger.Settlement{Seq: it.Ticket.Seq, Outcome: ledger.Settled}
+		}
+	}
+	for _, call := range b.Calls(h.cfg.BatchMaxSites) {
+		op := graphclient.Add
+		if call[0].Action == event.Unfollow {
+			op = graphclient.Remove
+		}
+		sites := make([]string, len(call))
+		for i, it := range call {
+			sites[i] = it.Site
+		}
+		results := h.graph.Apply(ctx, b.UserID, op, sites, permit)
+		for i, it := range call {
+			outcomes[it.Key()] = ledger.Settlement{Seq: it.Ticket.Seq, Outcome: h.resolve(ctx, b.UserID, it, results[i])}
+		}
+	}
+	return outcomes
+}
+
+// release gives a lease back; if that fails it ends by its TTL.
+func (h *Handler) release(ctx context.Context, ls *ledger.Lease) {
+	if err := h.ledger.Release(context.WithoutCancel(ctx), ls); err != nil {
+		h.log.Debug().Err(err).Stringer("lease", ls).Msg("lease not released; it expires by its TTL")
+	}
+}
+
+// resolve settles one site of a call and says what became of it: applied,
+// settled without being applied (dead-lettered, or refused for good), or
+// unknown (no answer from Graph; it is redelivered).
+func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphclient.SiteResult) ledger.Outcome {
+	t := it.Ticket.Msg
+	h.metrics.site(it.Action, r.Outcome, it.Superseded())
+	notPermitted := r.Err != nil && r.Err.Code == graphclient.CodeNotPermitted
+	switch {
+	case r.Outcome == graphclient.Applied:
+		return ledger.Applied
+	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(t) || ctx.Err() != nil || notPermitted):
+		// A call cut short by shutdown, or never sent because the lease
+		// could not be kept, says nothing about the site: leave it to
+		// redelivery even on the last delivery.
+		it.Retry = true
+		if r.Err != nil {
+			t.notBefore = max(t.notBefore, r.Err.RetryAfter)
+		}
+		return ledger.Unknown
+	}
+	f := event.Failure{Code: event.CodeRetriesExhausted, Message: "no answer from Graph"}
+	if r.Err != nil {
+		f = event.Failure{Code: r.Err.Code, Message: r.Err.Message, HTTPStatus: r.Err.HTTPStatus,
+			RequestID: r.Err.RequestID, ClientRequestID: r.Err.ClientRequestID}
+	}
+	if r.Outcome == graphclient.Unresolved {
+		f.Message = fmt.Sprintf("gave up after %d deliveries: %s: %s", t.meta.NumDelivered, f.Code, f.Message)
+		f.Code = event.CodeRetriesExhausted
+	}
+	d := h.deadLetter(t, f)
+	d.UserID, d.Action, d.SiteID = userID, it.Action, it.Site
+	if err := h.dlq.Publish(ctx, d); err != nil {
+		h.log.Error().Err(err).Str("user", userID).Str("site", it.Site).Str("code", f.Code).
+			Msg("dead-letter publish failed; the request will be redelivered")
+		it.Retry = true
+		if r.Outcome == graphclient.Unresolved {
+			return ledger.Unknown
+		}
+		return ledger.Settled
+	}
+	it.Dead = true
+	h.metrics.deadLettered(f.Code)
+	h.log.Info().Str("user", userID).Str("action", string(it.Action)).Str("site", it.Site).
+		Str("code", f.Code).Int("httpStatus", f.HTTPStatus).Msg("site dead-lettered")
+	return ledger.Settled
+}
+
+func (h *Handler) deadLetter(t *tracked, f event.Failure) event.DeadLetter {
+	d := event.DeadLetter{
+		Error:    f,
+		Attempts: int(t.meta.NumDelivered),
+		DeadAt:   h.cfg.Now().UTC(),
+		Origin:   event.Origin{Stream: t.meta.Stream, Sequence: t.meta.Sequence.Stream, Subject: t.msg.Subject()},
+	}
+	d.SetPayload(t.msg.Data())
+	return d
+}
+
+// deadLetterInvalid stores the dead letter for an event that failed
+// validation. Graph is never called for it.
+func (h *Handler) deadLetterInvalid(ctx context.Context, t *tracked) error {
+	d := h.deadLetter(t, event.Failure{Code: event.CodeInvalidEvent, Message: t.err.Error()})
+	d.UserID, d.Action = event.Peek(t.msg.Data())
+	if err := h.dlq.Publish(ctx, d); err != nil {
+		return fmt.Errorf("dead-letter invalid event %d: %w", t.meta.Sequence.Stream, err)
+	}
+	h.metrics.deadLettered(event.CodeInvalidEvent)
+	h.log.Warn().Uint64("seq", t.meta.Sequence.Stream).Str("subject", t.msg.Subject()).
+		Str("reason", t.err.Error()).Msg("invalid event dead-lettered")
+	return nil
+}
