@@ -15,25 +15,25 @@ import (
 // errAckSubject classifies reply subjects that are not JetStream ack subjects.
 var errAckSubject = errors.New("not a JetStream ack subject")
 
-// ackReply is what a JetStream ack subject says about the message it settles.
-type ackReply struct {
+// AckReply is what a JetStream ack subject says about the message it settles.
+type AckReply struct {
 	Stream, Consumer string
 	Delivered        uint64 // delivery count of the message
 	StreamSeq        uint64
 	ConsumerSeq      uint64
 }
 
-// parseAckSubject reads a message's ack subject, in either server format:
+// ParseAckSubject reads a message's ack subject, in either server format:
 //
 //	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
 //	$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.<token>…]
 //
 // The second form has at least 11 tokens; like nats.go, trailing tokens are
 // tolerated because the server may add more.
-func parseAckSubject(subject string) (ackReply, error) {
+func ParseAckSubject(subject string) (AckReply, error) {
 	tokens := strings.Split(subject, ".")
 	if len(tokens) < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
-		return ackReply{}, fmt.Errorf("parse %q: %w", subject, errAckSubject)
+		return AckReply{}, fmt.Errorf("parse %q: %w", subject, errAckSubject)
 	}
 	off := 2
 	switch {
@@ -41,17 +41,17 @@ func parseAckSubject(subject string) (ackReply, error) {
 	case len(tokens) >= 11:
 		off = 4
 	default:
-		return ackReply{}, fmt.Errorf("parse %q: %d tokens: %w", subject, len(tokens), errAckSubject)
+		return AckReply{}, fmt.Errorf("parse %q: %d tokens: %w", subject, len(tokens), errAckSubject)
 	}
 	var nums [3]uint64
 	for i := range nums {
 		n, err := strconv.ParseUint(tokens[off+2+i], 10, 64)
 		if err != nil {
-			return ackReply{}, fmt.Errorf("parse %q: %w: %w", subject, errAckSubject, err)
+			return AckReply{}, fmt.Errorf("parse %q: %w: %w", subject, errAckSubject, err)
 		}
 		nums[i] = n
 	}
-	return ackReply{
+	return AckReply{
 		Stream:      tokens[off],
 		Consumer:    tokens[off+1],
 		Delivered:   nums[0],
@@ -134,7 +134,7 @@ func watchAcks(nc *nats.Conn, stream, consumer string) (*ackLog, error) {
 
 func (l *ackLog) record(m *nats.Msg) {
 	now := time.Now()
-	reply, err := parseAckSubject(m.Subject)
+	reply, err := ParseAckSubject(m.Subject)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {

@@ -21,17 +21,17 @@ func TestParseAckSubject(t *testing.T) {
 	tests := []struct {
 		name    string
 		subject string
-		want    ackReply
+		want    AckReply
 		wantErr bool
 	}{
 		{name: "v1", subject: "$JS.ACK.SITEFOLLOW.sitefollow.1.42.7.1732266000000000000.99",
-			want: ackReply{Stream: "SITEFOLLOW", Consumer: "sitefollow", Delivered: 1, StreamSeq: 42, ConsumerSeq: 7}},
+			want: AckReply{Stream: "SITEFOLLOW", Consumer: "sitefollow", Delivered: 1, StreamSeq: 42, ConsumerSeq: 7}},
 		{name: "v2 with token", subject: "$JS.ACK._.ACCHASH.SITEFOLLOW.sitefollow.3.1000000.12.1732266000000000000.0.abc",
-			want: ackReply{Stream: "SITEFOLLOW", Consumer: "sitefollow", Delivered: 3, StreamSeq: 1000000, ConsumerSeq: 12}},
+			want: AckReply{Stream: "SITEFOLLOW", Consumer: "sitefollow", Delivered: 3, StreamSeq: 1000000, ConsumerSeq: 12}},
 		{name: "v2 without token", subject: "$JS.ACK.hub.ACCHASH.S.c.2.5.6.1732266000000000000.0",
-			want: ackReply{Stream: "S", Consumer: "c", Delivered: 2, StreamSeq: 5, ConsumerSeq: 6}},
+			want: AckReply{Stream: "S", Consumer: "c", Delivered: 2, StreamSeq: 5, ConsumerSeq: 6}},
 		{name: "v2 with more tokens", subject: "$JS.ACK.hub.ACCHASH.S.c.2.5.6.1732266000000000000.0.tok.more",
-			want: ackReply{Stream: "S", Consumer: "c", Delivered: 2, StreamSeq: 5, ConsumerSeq: 6}},
+			want: AckReply{Stream: "S", Consumer: "c", Delivered: 2, StreamSeq: 5, ConsumerSeq: 6}},
 		{name: "ten tokens", subject: "$JS.ACK.x.S.c.2.5.6.1732266000000000000.0", wantErr: true},
 		{name: "too short", subject: "$JS.ACK.S.c.1.2.3", wantErr: true},
 		{name: "not an ack", subject: "$JS.API.S.c.1.2.3.4.5", wantErr: true},
@@ -40,7 +40,7 @@ func TestParseAckSubject(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseAckSubject(tt.subject)
+			got, err := ParseAckSubject(tt.subject)
 			if tt.wantErr {
 				if !errors.Is(err, errAckSubject) {
 					t.Fatalf("error: got %v, want errAckSubject", err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strconv"
 	"testing"
@@ -25,6 +24,7 @@ import (
 	"github.com/sitefollow/sitefollow/internal/ledger"
 	"github.com/sitefollow/sitefollow/internal/natsembed"
 	"github.com/sitefollow/sitefollow/internal/provision"
+	"github.com/sitefollow/sitefollow/internal/testkit"
 )
 
 const (
@@ -122,7 +122,7 @@ func (e *env) startNATS() {
 	e.t.Helper()
 	port := e.port
 	if port == 0 {
-		port = freePort(e.t)
+		port = testkit.FreePort(e.t)
 	}
 	ns, err := natsembed.Start(natsembed.Options{StoreDir: e.dir, Port: port})
 	if err != nil {
@@ -155,15 +155,6 @@ func (e *env) restartNATS() {
 	e.startNATS()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // start runs a handler with its own NATS connection, like a replica.
 func (e *env) start() {

@@ -238,45 +238,50 @@ func (c *Cluster) client(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 // StreamLeader waits until stream has a leader and returns its node index.
 func (c *Cluster) StreamLeader(t testing.TB, stream string) int {
 	t.Helper()
-	nc, js := c.client(t)
-	defer nc.Close()
-	leader := -1
-	Eventually(t, 2*time.Minute, "a leader for stream "+stream, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+	return c.leader(t, "stream "+stream, func(ctx context.Context, js jetstream.JetStream) (*jetstream.ClusterInfo, error) {
 		s, err := js.Stream(ctx, stream)
 		if err != nil {
-			return false
+			return nil, err
 		}
 		info, err := s.Info(ctx)
-		if err != nil || info.Cluster == nil {
-			return false
+		if err != nil {
+			return nil, err
 		}
-		leader = c.index(info.Cluster.Leader)
-		return leader >= 0
+		return info.Cluster, nil
 	})
-	return leader
 }
 
 // ConsumerLeader waits until consumer on stream has a leader and returns its
 // node index.
 func (c *Cluster) ConsumerLeader(t testing.TB, stream, consumer string) int {
 	t.Helper()
+	return c.leader(t, "consumer "+consumer, func(ctx context.Context, js jetstream.JetStream) (*jetstream.ClusterInfo, error) {
+		cons, err := js.Consumer(ctx, stream, consumer)
+		if err != nil {
+			return nil, err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return info.Cluster, nil
+	})
+}
+
+// leader polls cluster until it names a leader that is one of c's nodes.
+func (c *Cluster) leader(t testing.TB, what string, cluster func(context.Context, jetstream.JetStream) (*jetstream.ClusterInfo, error)) int {
+	t.Helper()
 	nc, js := c.client(t)
 	defer nc.Close()
 	leader := -1
-	Eventually(t, 2*time.Minute, "a leader for consumer "+consumer, func() bool {
+	Eventually(t, 2*time.Minute, "a leader for "+what, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		cons, err := js.Consumer(ctx, stream, consumer)
-		if err != nil {
+		info, err := cluster(ctx, js)
+		if err != nil || info == nil {
 			return false
 		}
-		info, err := cons.Info(ctx)
-		if err != nil || info.Cluster == nil {
-			return false
-		}
-		leader = c.index(info.Cluster.Leader)
+		leader = c.index(info.Leader)
 		return leader >= 0
 	})
 	return leader

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sitefollow/sitefollow/internal/bench"
 	"github.com/sitefollow/sitefollow/internal/config"
 	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
@@ -235,26 +236,13 @@ func WatchAcks(t testing.TB, nc *nats.Conn, stream, consumer string) *Acks {
 	return a
 }
 
-// record reads $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.… or the form
-// with domain and account hash before the stream.
+// record reads an ack subject ($JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.…).
 func (a *Acks) record(m *nats.Msg) {
-	tokens := strings.Split(m.Subject, ".")
-	off := 2
-	switch {
-	case len(tokens) == 9:
-	case len(tokens) >= 11:
-		off = 4
-	default:
+	r, err := bench.ParseAckSubject(m.Subject)
+	if err != nil || r.Stream != a.stream || r.Consumer != a.consumer {
 		return
 	}
-	if tokens[off] != a.stream || tokens[off+1] != a.consumer {
-		return
-	}
-	delivered, err1 := strconv.ParseUint(tokens[off+2], 10, 64)
-	seq, err2 := strconv.ParseUint(tokens[off+3], 10, 64)
-	if err1 != nil || err2 != nil {
-		return
-	}
+	delivered, seq := r.Delivered, r.StreamSeq
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.delivered[seq] = max(a.delivered[seq], delivered)
