@@ -155,7 +155,6 @@ func (e *env) restartNATS() {
 	e.startNATS()
 }
 
-
 // start runs a handler with its own NATS connection, like a replica.
 func (e *env) start() {
 	e.t.Helper()
