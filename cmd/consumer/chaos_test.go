@@ -41,7 +41,9 @@ func chaosSettings(extra map[string]string) map[string]string {
 	return s
 }
 
-// settleTimeout is how long a test waits for the request stream to empty.
+// settleTimeout is how long a test waits for the request stream to empty,
+// plus a minute per 500 requests beyond the first 500: after a 429 the
+// pacer runs slowly for a while, so larger soaks need longer.
 const settleTimeout = 3 * time.Minute
 
 // world is one chaos test: NATS (a server or a cluster), the simulator, the
@@ -144,7 +146,7 @@ func (w *world) settle(timeout time.Duration) uint64 {
 // test on any violation.
 func (w *world) verify() testkit.Verdict {
 	w.t.Helper()
-	unsettled := w.settle(settleTimeout)
+	unsettled := w.settle(settleTimeout + time.Duration(max(len(w.sent)-500, 0)/500)*time.Minute)
 	v := testkit.Check(w.sent, w.sim, testkit.DeadLetters(w.t, w.js))
 	acks, naks, progress := w.acks.Counts()
 	w.t.Logf("figures: %d requests, %s, unsettled at the deadline %d, Graph calls %d, acks %d, NAKs %d, in-progress %d, highest delivery count %d",
