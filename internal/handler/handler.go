@@ -80,10 +80,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// PullMaxMessages is how many messages the client buffers per pull.
 	PullMaxMessages int
-	// LeaseHold is how long a worker may keep a user's lease across
-	// batches while the user has more work here; past it the lease is given
-	// up after each batch so other replicas holding requests for the user
-	// get their turn. Zero means five lingers, between 2s and 20s.
+	// LeaseHold is how long this replica may keep a user's lease across
+	// batches; past it the lease is given up after each batch so other
+	// replicas holding requests for the user get their turn. A kept lease
+	// idle for a linger is given up too. Zero means five lingers, between
+	// 2s and 20s.
 	LeaseHold time.Duration
 	// Pace reports the calls per second Graph allows the app now (+Inf when
 	// it does not throttle); nil means unlimited. It bounds how much this
@@ -184,8 +185,6 @@ type item = batch.Item[*tracked]
 type job struct {
 	batch *batch.Batch[*tracked]
 	lease *ledger.Lease
-	// keep says the user has more pending here: keep the lease for it.
-	keep bool
 }
 
 // result is a worker's report to the loop: a batch with Retry and Dead set
@@ -219,7 +218,7 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 		agg:     batch.New[*tracked](h.cfg.BatchMaxSites, h.cfg.BatchLinger),
 		results: make(chan result, 2*h.cfg.MaxConcurrency),
 		inbox:   inbox,
-		leases:  make(map[string]*ledger.Lease),
+		leases:  make(map[string]keptLease),
 		busy:    make(map[string]int),
 	}
 	// Workers outlive ctx during shutdown so in-flight calls can finish;

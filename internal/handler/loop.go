@@ -19,7 +19,7 @@ type loop struct {
 	workers int
 	invalid []*tracked
 	// leases are users' leases kept between batches, by user key.
-	leases map[string]*ledger.Lease
+	leases map[string]keptLease
 	// busy counts, by user key, batches handed back in a row because
 	// another replica served the user; it sets the wait before the next try.
 	busy map[string]int
@@ -65,6 +65,7 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 		case <-progress.C:
 			l.keepAlive()
 		case <-gauges.C:
+			l.sweepLeases(workCtx)
 			if h.cfg.Pace != nil {
 				l.intake.setLimit(h.intakeLimit(h.cfg.Pace()))
 			}
@@ -149,11 +150,11 @@ func (l *loop) dispatch(workCtx context.Context, force bool) {
 		if !ok {
 			break
 		}
-		j := job{batch: b, lease: l.leases[b.Key()], keep: l.agg.Pending(b.Key()) > 0}
+		j := job{batch: b, lease: l.leases[b.Key()].lease}
 		delete(l.leases, b.Key())
 		if j.lease != nil && j.lease.Age(h.cfg.Now()) >= h.cfg.LeaseHold {
 			// Held long enough: let other replicas have a turn at the user.
-			l.releaseLease(workCtx, j.lease)
+			l.releaseLeases(workCtx, j.lease)
 			j.lease = nil
 		}
 		l.workers++
@@ -211,21 +212,44 @@ func (l *loop) finish(workCtx context.Context, r result) {
 		l.release(d.Msg)
 		h.settle(d.Msg, d.Retry)
 	}
-	if r.lease == nil {
-		return
+	if r.lease != nil {
+		// Kept for the user's next batch: in a backlog it comes within a
+		// linger. sweepLeases gives it up if not.
+		l.leases[key] = keptLease{lease: r.lease, at: h.cfg.Now()}
 	}
-	if l.agg.Pending(key) > 0 {
-		l.leases[key] = r.lease
-		return
-	}
-	l.releaseLease(workCtx, r.lease)
 }
 
-// releaseLease gives a kept lease back in a worker of its own.
-func (l *loop) releaseLease(workCtx context.Context, ls *ledger.Lease) {
+// keptLease is a lease held between a user's batches, since at.
+type keptLease struct {
+	lease *ledger.Lease
+	at    time.Time
+}
+
+// sweepLeases gives up kept leases whose user has had nothing to send for a
+// linger, so other replicas need not wait for them.
+func (l *loop) sweepLeases(workCtx context.Context) {
+	now := l.h.cfg.Now()
+	var idle []*ledger.Lease
+	for key, k := range l.leases {
+		if l.agg.Pending(key) == 0 && now.Sub(k.at) >= l.h.cfg.BatchLinger {
+			delete(l.leases, key)
+			idle = append(idle, k.lease)
+		}
+	}
+	l.releaseLeases(workCtx, idle...)
+}
+
+// releaseLeases gives kept leases back, one after the other, in a worker
+// of its own.
+func (l *loop) releaseLeases(workCtx context.Context, leases ...*ledger.Lease) {
+	if len(leases) == 0 {
+		return
+	}
 	l.workers++
 	go func() {
-		l.h.release(workCtx, ls)
+		for _, ls := range leases {
+			l.h.release(workCtx, ls)
+		}
 		l.results <- result{released: true}
 	}()
 }
@@ -278,8 +302,8 @@ func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) 
 		h.settle(t, true)
 		l.release(t)
 	}
-	for key, ls := range l.leases {
-		h.release(workCtx, ls)
+	for key, k := range l.leases {
+		h.release(workCtx, k.lease)
 		delete(l.leases, key)
 	}
 }

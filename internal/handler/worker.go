@@ -67,7 +67,7 @@ func (h *Handler) process(ctx context.Context, j job) result {
 		h.release(ctx, ls)
 		return res
 	}
-	if j.keep && ls.Age(h.cfg.Now()) < h.cfg.LeaseHold && ctx.Err() == nil {
+	if ls.Age(h.cfg.Now()) < h.cfg.LeaseHold && ctx.Err() == nil {
 		res.lease = ls
 		return res
 	}

@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"strconv"
@@ -173,12 +174,23 @@ type Lease struct {
 
 // Applied returns the sequence of the newest request applied for site (a
 // canonical site key), 0 when none is known.
-func (ls *Lease) Applied(site string) uint64 { return ls.applied[site] }
+func (ls *Lease) Applied(site string) uint64 { return ls.applied[siteHash(site)] }
 
 // Pending returns the sequence of the newest request sent for site whose
 // outcome is not known (a replica died, or Graph did not answer), 0 when
 // none.
-func (ls *Lease) Pending(site string) uint64 { return ls.pending[site] }
+func (ls *Lease) Pending(site string) uint64 { return ls.pending[siteHash(site)] }
+
+// siteHash is the short name a record gives a site: base64url of the 64-bit
+// FNV-1a hash of its canonical key. A site id is about 90 bytes and a busy
+// user's record is rewritten twice per batch, so names are kept to 11
+// bytes; two of one user's sites sharing a hash is as likely as 2^-64 per
+// pair.
+func siteHash(site string) string {
+	h := fnv.New64a()
+	h.Write([]byte(site)) // a hash.Hash never fails to write
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
 
 // Age is how long the lease has been held.
 func (ls *Lease) Age(now time.Time) time.Duration { return now.Sub(ls.acquired) }
@@ -305,7 +317,8 @@ func (l *Ledger) Intend(ctx context.Context, ls *Lease, sending map[string]uint6
 	}
 	pending := maps.Clone(ls.pending)
 	for site, seq := range sending {
-		pending[site] = max(pending[site], seq)
+		k := siteHash(site)
+		pending[k] = max(pending[k], seq)
 	}
 	return l.store(ctx, ls, ls.applied, pending, "mark pending")
 }
@@ -321,6 +334,7 @@ func (l *Ledger) Commit(ctx context.Context, ls *Lease, outcomes map[string]Sett
 	applied, pending := maps.Clone(ls.applied), maps.Clone(ls.pending)
 	changed := false
 	for site, o := range outcomes {
+		site := siteHash(site)
 		switch o.Outcome {
 		case Applied:
 			if o.Seq > applied[site] {
