@@ -4,9 +4,11 @@
 //
 // Data flow: the Consume callback decodes a message and hands it to the
 // loop goroutine, never blocking on I/O. The loop owns the batch.Aggregator
-// and all acknowledgements; it starts at most MaxConcurrency workers, each
-// running one user's batch against Graph and publishing that batch's dead
-// letters, and gets the batch back on a channel. Because one goroutine owns
+// and all acknowledgements; it starts at most twice MaxConcurrency workers,
+// each running one user's batch (ledger, Graph, dead letters), and gets the
+// batch back on a channel. At most MaxConcurrency of them are in Graph calls
+// at once: the rest do their ledger round trips meanwhile, so those never
+// leave a Graph slot idle. Because one goroutine owns
 // the state, there are no locks on the hot path.
 //
 // Replicas share the durable consumer, so one user's requests may be spread
@@ -97,6 +99,8 @@ type Config struct {
 // Handler consumes request messages. Create it with New.
 type Handler struct {
 	cfg     Config
+	// graphSlots bounds the batches in Graph calls at once.
+	graphSlots chan struct{}
 	graph   Graph
 	dlq     DeadLetters
 	ledger  Ledger
@@ -117,8 +121,12 @@ func New(cfg Config, graph Graph, dlq DeadLetters, led Ledger, log zerolog.Logge
 		cfg.LeaseHold = min(max(5*cfg.BatchLinger, 2*time.Second), 20*time.Second)
 	}
 	return &Handler{cfg: cfg, graph: graph, dlq: dlq, ledger: led, log: log, metrics: metrics,
-		decoder: event.Decoder{MaxSites: cfg.EventMaxSites}}
+		decoder: event.Decoder{MaxSites: cfg.EventMaxSites}, graphSlots: make(chan struct{}, max(cfg.MaxConcurrency, 1))}
 }
+
+// workerLimit is how many batches may be in a worker at once: twice the
+// Graph slots, so ledger round trips overlap other batches' Graph calls.
+func (h *Handler) workerLimit() int { return 2 * max(h.cfg.MaxConcurrency, 1) }
 
 // delivery is a decoded message on its way from the Consume callback to the
 // loop. The request travels beside the message rather than in it: once
@@ -216,7 +224,7 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 		intake:  in,
 		h:       h,
 		agg:     batch.New[*tracked](h.cfg.BatchMaxSites, h.cfg.BatchLinger),
-		results: make(chan result, 2*h.cfg.MaxConcurrency),
+		results: make(chan result, 2*h.workerLimit()),
 		inbox:   inbox,
 		leases:  make(map[string]keptLease),
 		busy:    make(map[string]int),

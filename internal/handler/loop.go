@@ -131,13 +131,13 @@ func (l *loop) accept(d delivery, now time.Time) {
 }
 
 // dispatch starts workers for due batches and invalid events while fewer
-// than MaxConcurrency run. force flushes everything pending (shutdown).
+// than the worker limit run. force flushes everything pending (shutdown).
 func (l *loop) dispatch(workCtx context.Context, force bool) {
 	h := l.h
 	if force || l.quiet {
 		l.agg.FlushAll()
 	}
-	for l.workers < h.cfg.MaxConcurrency && len(l.invalid) > 0 {
+	for l.workers < h.workerLimit() && len(l.invalid) > 0 {
 		t := l.invalid[0]
 		l.invalid = l.invalid[1:]
 		l.workers++
@@ -145,7 +145,7 @@ func (l *loop) dispatch(workCtx context.Context, force bool) {
 			l.results <- result{invalid: t, dlqErr: h.deadLetterInvalid(workCtx, t)}
 		}()
 	}
-	for l.workers < h.cfg.MaxConcurrency {
+	for l.workers < h.workerLimit() {
 		b, ok := l.agg.Next(h.cfg.Now())
 		if !ok {
 			break

@@ -125,7 +125,25 @@ func (h *Handler) send(ctx context.Context, b *batch.Batch[*tracked], ls *ledger
 			outcomes[it.Key()] = ledger.Settlement{Seq: it.Ticket.Seq, Outcome: ledger.Settled}
 		}
 	}
-	for _, call := range b.Calls(h.cfg.BatchMaxSites) {
+	calls := b.Calls(h.cfg.BatchMaxSites)
+	if len(calls) == 0 {
+		return outcomes
+	}
+	select {
+	case h.graphSlots <- struct{}{}:
+	case <-ctx.Done():
+		// Shutdown cut it short before any call: nothing was sent, and
+		// everything comes back.
+		for _, call := range calls {
+			for _, it := range call {
+				it.Retry = true
+				outcomes[it.Key()] = ledger.Settlement{Seq: it.Ticket.Seq, Outcome: ledger.Settled}
+			}
+		}
+		return outcomes
+	}
+	defer func() { <-h.graphSlots }()
+	for _, call := range calls {
 		op := graphclient.Add
 		if call[0].Action == event.Unfollow {
 			op = graphclient.Remove

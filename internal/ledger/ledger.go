@@ -61,7 +61,7 @@ const maxRecordSites = 5000
 
 // refreshEvery is how often the request stream's first sequence and
 // identity are re-read, for pruning and to notice a re-created stream.
-const refreshEvery = 5 * time.Second
+const refreshEvery = 500 * time.Millisecond
 
 // Config configures a Ledger.
 type Config struct {
