@@ -122,7 +122,9 @@ type SiteError struct {
 	RequestID       string
 	ClientRequestID string
 	// RetryAfter is how long Graph asked the app to pause, when the verdict
-	// came from throttling; a caller can use it as its redelivery delay.
+	// came from throttling; a caller can use it as its redelivery delay,
+	// capped by its own longest delay. It is at most 24 hours whatever
+	// Graph sent.
 	RetryAfter time.Duration
 }
 
@@ -169,7 +171,8 @@ type Config struct {
 	MaxInterval     time.Duration
 	// MaxRetryAfter caps a single throttle wait: when Graph asks for a
 	// longer pause, Apply returns Unresolved (with SiteError.RetryAfter) so
-	// the caller can redeliver later instead of blocking. Default 5m.
+	// the caller can redeliver later instead of blocking, and the app-wide
+	// gate closes for MaxRetryAfter only. Default 5m.
 	MaxRetryAfter time.Duration
 	// RequestTimeout bounds each HTTP request. Default 30s.
 	RequestTimeout time.Duration
@@ -678,13 +681,16 @@ func (c *Client) pace(resp *response) {
 	if hasWait {
 		// The pause applies to the whole app: close the gate at once, before
 		// anything else is done with the answer, so no other call slips out
-		// meanwhile.
-		c.gate.push(wait + gateMargin)
+		// meanwhile. It closes for MaxRetryAfter at most: a longer pause is
+		// left to the caller's redelivery of this call's sites (see
+		// handleTransient), and must not hold every other user's calls
+		// back for as long as Graph, or whoever answers, asks.
+		c.gate.push(min(wait+gateMargin, c.maxRetryAfter))
 	}
 	switch {
 	case resp.status == http.StatusTooManyRequests, resp.status == 509,
 		resp.status == http.StatusServiceUnavailable && hasWait:
-		c.pacer.throttle(now, wait)
+		c.pacer.throttle(now, min(wait, c.maxRetryAfter))
 	default:
 		c.pacer.admit(now)
 	}
