@@ -505,7 +505,9 @@ func TestRetryAfterBounded(t *testing.T) {
 		{name: "Retry-After seconds", first: status(429, "Retry-After", secs)},
 		{name: "RateLimit-Reset seconds", first: status(429, "Retry-After", "1", "RateLimit-Reset", secs)},
 		{name: "RateLimit-Reset HTTP date", first: func(w http.ResponseWriter, ids []string) { status(429, "RateLimit-Reset", date())(w, ids) }},
-		{name: "503 Retry-After HTTP date", first: func(w http.ResponseWriter, ids []string) { graphErr(503, "serviceNotAvailable", "Retry-After", date())(w, ids) }},
+		{name: "503 Retry-After HTTP date", first: func(w http.ResponseWriter, ids []string) {
+			graphErr(503, "serviceNotAvailable", "Retry-After", date())(w, ids)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
