@@ -708,6 +708,9 @@ func TestNewValidatesConfig(t *testing.T) {
 		{name: "other scheme", baseURL: "ftp://graph.microsoft.com", wantErr: "ftp://graph.microsoft.com"},
 		{name: "no host", baseURL: "https://", wantErr: "https://"},
 		{name: "empty", baseURL: "", wantErr: "base URL is required"},
+		{name: "credentials", baseURL: "https://alice:hunter2@graph.microsoft.com", wantErr: `"https://redacted@graph.microsoft.com" must be`},
+		{name: "token", baseURL: "https://hunter2@graph.microsoft.com", wantErr: `"https://redacted@graph.microsoft.com" must be`},
+		{name: "unparsable with credentials", baseURL: "https://alice:hunter2@graph.microsoft.com:port", wantErr: `"[unparsable URL]": invalid port`},
 		{name: "no credential", baseURL: "https://graph.microsoft.com", noCred: true, wantErr: "credential"},
 	}
 	for _, tt := range tests {
@@ -725,6 +728,9 @@ func TestNewValidatesConfig(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("New(%q) error = %v, want one naming %q", tt.baseURL, err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("New(%q) error = %v, shows the credentials", tt.baseURL, err)
 			}
 			if tt.noCred && !errors.Is(err, errNoCredential) {
 				t.Errorf("error %v is not errNoCredential", err)

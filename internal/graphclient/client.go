@@ -321,21 +321,47 @@ func validateBaseURL(raw string) (string, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("graphclient: new: base URL %q: %w", raw, err)
+		return "", fmt.Errorf("graphclient: new: base URL %q: %w", redactURL(raw), urlParseCause(err))
 	}
+	shown := redactURL(raw)
 	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("graphclient: new: base URL %q must be scheme://host[:port][/path] without credentials, query or fragment", raw)
+		return "", fmt.Errorf("graphclient: new: base URL %q must be scheme://host[:port][/path] without credentials, query or fragment", shown)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "https":
 	case "http":
 		if !isLoopback(u.Hostname()) {
-			return "", fmt.Errorf("graphclient: new: base URL %q uses plain http on a non-loopback host; use https", raw)
+			return "", fmt.Errorf("graphclient: new: base URL %q uses plain http on a non-loopback host; use https", shown)
 		}
 	default:
-		return "", fmt.Errorf("graphclient: new: base URL %q must use https", raw)
+		return "", fmt.Errorf("graphclient: new: base URL %q must use https", shown)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// redactURL is raw as error messages may show it: without its user part,
+// which holds a password or, on its own, a token. A URL that does not parse
+// is not shown at all if it may hold one.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil && strings.Contains(raw, "@"):
+		return "[unparsable URL]"
+	case err == nil && u.User != nil:
+		u.User = url.User("redacted")
+		return u.String()
+	}
+	return raw
+}
+
+// urlParseCause is url.Parse's error without the URL it quotes, which may
+// hold credentials.
+func urlParseCause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 func isLoopback(host string) bool {

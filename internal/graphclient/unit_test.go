@@ -98,6 +98,10 @@ func TestNewCredentialValidates(t *testing.T) {
 		{name: "nothing", edit: func(c *CredentialConfig) { *c = CredentialConfig{} }, wantErr: []string{"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"}},
 		{name: "no secret", edit: func(c *CredentialConfig) { c.ClientSecret = "" }, wantErr: []string{"AZURE_CLIENT_SECRET"}},
 		{name: "http authority", edit: func(c *CredentialConfig) { c.AuthorityHost = "http://login.example.com/" }, wantErr: []string{"http://login.example.com/", "https"}},
+		{name: "authority with credentials", edit: func(c *CredentialConfig) { c.AuthorityHost = "https://alice:hunter2@login.example.com/" },
+			wantErr: []string{`"https://redacted@login.example.com/"`, "without credentials"}},
+		{name: "unparsable authority with credentials", edit: func(c *CredentialConfig) { c.AuthorityHost = "https://alice:hunter2@login.example.com:port/" },
+			wantErr: []string{`"[unparsable URL]"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,6 +121,9 @@ func TestNewCredentialValidates(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not name %s", err, w)
 				}
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error %q shows the authority's credentials", err)
 			}
 			if strings.Contains(err.Error(), "s\"") && cfg.ClientSecret != "" {
 				t.Errorf("error %q may contain the secret", err)
