@@ -236,7 +236,9 @@ func waitClosed(nc *nats.Conn, limit time.Duration) {
 }
 
 // graphHTTPClient is the HTTP client for Graph and the authority: system
-// roots plus SITEFOLLOW_CA_FILE, connections kept alive, HTTP/2 when offered.
+// roots plus SITEFOLLOW_CA_FILE, connections kept alive, HTTP/2 when offered,
+// and redirects never followed (a bearer token or the client secret must not
+// travel to wherever a redirect points).
 func graphHTTPClient(cfg config.Config) (*http.Client, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = max(cfg.MaxConcurrency*2, 16)
@@ -249,7 +251,7 @@ func graphHTTPClient(cfg config.Config) (*http.Client, error) {
 	if roots != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: t}, nil
+	return &http.Client{Transport: t, CheckRedirect: graphclient.RefuseRedirect}, nil
 }
 
 // retryForever retries op with capped exponential backoff until it works or

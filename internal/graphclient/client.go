@@ -298,12 +298,17 @@ func NewHTTPClient() *http.Client {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &http.Client{
-		Transport: transport,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
+	return &http.Client{Transport: transport, CheckRedirect: RefuseRedirect}
+}
+
+// RefuseRedirect is the http.Client CheckRedirect of every client that
+// carries Graph calls or token requests: it never follows a redirect, so a
+// bearer token or a client secret goes only to the host it was meant for,
+// and a redirect target's answer is never taken for Graph's. The caller
+// gets the 3xx itself: Apply treats it as a failed call (never applied) and
+// the credential as a failed token request.
+func RefuseRedirect(*http.Request, []*http.Request) error {
+	return http.ErrUseLastResponse
 }
 
 func orDefault(s, def string) string {
