@@ -85,6 +85,7 @@ func defaults() Config {
 		ShutdownTimeout:    25 * time.Second,
 		LogLevel:           "info",
 		LogFormat:          "json",
+		PprofAddr:          "127.0.0.1:6060",
 	}
 }
 
@@ -231,6 +232,7 @@ func invalid() map[string]string {
 		"log-level":             "verbose",
 		"log-format":            "text",
 		"pprof":                 "2",
+		"pprof-addr":            "6060",
 	}
 }
 

@@ -202,8 +202,11 @@ func table() []spec {
 			"Log format: json, or console for people.",
 			func(c *Config) *string { return &c.LogFormat }, oneOf("json", "console")),
 		boolean("pprof", "SITEFOLLOW_PPROF", "false",
-			"Serve /debug/pprof on --http-addr.",
+			"Serve /debug/pprof on --pprof-addr.",
 			func(c *Config) *bool { return &c.Pprof }),
+		str("pprof-addr", "SITEFOLLOW_PPROF_ADDR", "127.0.0.1:6060",
+			"host:port serving /debug/pprof when --pprof is on; apart from --http-addr, so probes and scrapers never reach profiles.",
+			func(c *Config) *string { return &c.PprofAddr }, checkHostPort),
 	}
 }
 
