@@ -159,3 +159,24 @@ func TestOutcomeString(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRetryAfter holds every Retry-After or RateLimit-Reset value,
+// whatever Graph (or whoever answers) sends, to a wait between zero and
+// maxParsedRetryAfter.
+func FuzzParseRetryAfter(f *testing.F) {
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, seed := range []string{"1", "2.128", "-1", "NaN", "+Inf", "1e300", "315360000",
+		now.Add(10 * 365 * 24 * time.Hour).Format(http.TimeFormat), "Wed, 01 May 2024 12:00:05 GMT",
+		"Monday, 01-May-34 12:00:05 GMT", "Wed May  1 12:00:05 2124"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		got, ok := parseRetryAfter(v, now)
+		if !ok && got != 0 {
+			t.Errorf("parseRetryAfter(%q): got %v with ok false, want 0", v, got)
+		}
+		if got < 0 || got > maxParsedRetryAfter {
+			t.Errorf("parseRetryAfter(%q): got %v, want between 0 and %v", v, got, maxParsedRetryAfter)
+		}
+	})
+}
