@@ -55,6 +55,7 @@ func simSettings(t *testing.T, natsURL string, sim *graphsim.Server, extraCAs ..
 type inProcess struct {
 	base string // http://host:port of the ops server
 	logs *lockedBuffer
+	stop func() // cancels serve and waits for it; safe to repeat
 }
 
 // serveInProcess starts serve and waits until it is ready to handle
@@ -75,12 +76,16 @@ func serveInProcess(t *testing.T, settings map[string]string, waitStarted bool) 
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, log, func(a string) { addr <- a }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(p.stop)
 	if waitStarted {
 		select {
 		case a := <-addr:
