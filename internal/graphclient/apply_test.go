@@ -388,18 +388,17 @@ func TestApplyRetryAfterBeyondLimit(t *testing.T) {
 	if ra := got[0].Err.RetryAfter; ra < 119*time.Second {
 		t.Errorf("RetryAfter = %v, want about 120s", ra)
 	}
-	// The gate now holds every user's calls; another Apply returns at once
-	// without calling Graph.
+	// A pause beyond MaxRetryAfter is not honoured in process: the gate
+	// holds every user's calls for MaxRetryAfter only (a Retry-After years
+	// ahead must not stop the app), then another user's call goes out.
 	other := c.Apply(context.Background(), "u2", Add, []string{siteID(3)})
-	checkResults(t, []string{siteID(3)}, other, []want{{outcome: Unresolved, code: CodeThrottled, status: 0}})
-	if other[0].Attempts != 0 || other[0].Err.RetryAfter <= 0 {
-		t.Errorf("other = %+v (err %+v), want no attempt and a RetryAfter", other[0], other[0].Err)
+	checkResults(t, []string{siteID(3)}, other, []want{{outcome: Applied, attempts: 1}})
+	calls := sim.Calls()
+	if len(calls) != 2 {
+		t.Fatalf("got %d calls, want 2", len(calls))
 	}
-	if n := sim.CallCount(); n != 1 {
-		t.Errorf("got %d calls, want 1", n)
-	}
-	if n := sim.EarlyCalls(); n != 0 {
-		t.Errorf("EarlyCalls = %d, want 0", n)
+	if notBefore := calls[0].Answered.Add(time.Second); calls[1].At.Before(notBefore) {
+		t.Errorf("other user's call at %v, before the gate (MaxRetryAfter after the 429, %v) opened", calls[1].At, notBefore)
 	}
 }
 
