@@ -3,11 +3,13 @@ package main
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,5 +99,73 @@ func TestOpsEndpoints(t *testing.T) {
 				t.Errorf("serve: %v", err)
 			}
 		})
+	}
+}
+
+// TestReadyzWhileTokenFails probes /readyz 50 times at once while the
+// client secret is wrong: Entra is asked at most twice (start-up and one
+// shared check), the body names only the failing check, and the details are
+// logged once, not per probe.
+func TestReadyzWhileTokenFails(t *testing.T) {
+	t.Parallel()
+	ns := testkit.StartNATS(t, testkit.NATSOptions{})
+	sim := testkit.StartSim(t, graphsim.Options{Sites: []string{testSite(1)}})
+	settings := simSettings(t, ns.URL(), sim)
+	settings["AZURE_CLIENT_SECRET"] = "wrong-secret"
+	p := serveInProcess(t, settings, true)
+	// The start-up check has asked once and failed.
+	testkit.Eventually(t, time.Minute, "the start-up token check to fail", func() bool {
+		return strings.Contains(p.logs.String(), "cannot obtain a Graph token; not ready")
+	})
+	before := sim.TokenRequests()
+
+	const probes = 50
+	bodies := make([]string, probes)
+	codes := make([]int, probes)
+	var wg sync.WaitGroup
+	for i := range probes {
+		wg.Go(func() { codes[i], bodies[i] = get(t, p.base+"/readyz") })
+	}
+	wg.Wait()
+
+	if n := sim.TokenRequests() - before; n > 1 {
+		t.Errorf("token requests for %d concurrent probes: got %d, want at most 1 (2 with start-up's)", probes, n)
+	}
+	want := "not ready\ntoken: cannot obtain a Graph token (see log)\n"
+	for i := range probes {
+		if codes[i] != http.StatusServiceUnavailable || bodies[i] != want {
+			t.Errorf("readyz: got %d %q, want 503 %q", codes[i], bodies[i], want)
+			break
+		}
+	}
+	logs := p.logs.String()
+	if n := strings.Count(logs, `"check":"token"`); n != 1 {
+		t.Errorf("log lines about the failing token check: got %d, want 1:\n%s", n, logs)
+	}
+	if !strings.Contains(logs, "AADSTS7000215") {
+		t.Errorf("log lacks Entra's error text (the details belong there):\n%s", logs)
+	}
+}
+
+// TestPprofOwnAddress serves profiles on SITEFOLLOW_PPROF_ADDR and never on
+// the ops address.
+func TestPprofOwnAddress(t *testing.T) {
+	t.Parallel()
+	ns := testkit.StartNATS(t, testkit.NATSOptions{})
+	sim := testkit.StartSim(t, graphsim.Options{Sites: []string{testSite(1)}})
+	settings := simSettings(t, ns.URL(), sim)
+	pprofAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	settings["SITEFOLLOW_PPROF"] = "true"
+	settings["SITEFOLLOW_PPROF_ADDR"] = pprofAddr
+	p := serveInProcess(t, settings, true)
+
+	if code, _ := get(t, "http://"+pprofAddr+"/debug/pprof/cmdline"); code != http.StatusOK {
+		t.Errorf("pprof address /debug/pprof/cmdline: got %d, want 200", code)
+	}
+	if code, _ := get(t, p.base+"/debug/pprof/cmdline"); code != http.StatusNotFound {
+		t.Errorf("ops address /debug/pprof/cmdline: got %d, want 404", code)
+	}
+	if code, _ := get(t, "http://"+pprofAddr+"/metrics"); code != http.StatusNotFound {
+		t.Errorf("pprof address /metrics: got %d, want 404", code)
 	}
 }

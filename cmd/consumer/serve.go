@@ -102,14 +102,27 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 			return nil
 		}},
 		{Name: "streams", Func: streamsReady.check},
-		{Name: "token", Func: graph.CheckToken},
+		// Asking Entra costs a token request and, while the credential
+		// fails, answers with the token URL, tenant, scope and Entra's own
+		// text: ask at most every tokenCheckEvery whatever the probe rate,
+		// and leave the details to the log.
+		{Name: "token", Func: graph.CheckToken, Every: tokenCheckEvery, Failing: "cannot obtain a Graph token (see log)"},
 	}
-	opsServer := ops.New(cfg.HTTPAddr, reg, checks, cfg.Pprof, log.With().Str("component", "http").Logger())
+	opsServer := ops.New(cfg.HTTPAddr, reg, checks, log.With().Str("component", "http").Logger())
 	addr, err := opsServer.Listen()
 	if err != nil {
 		return err
 	}
 	log.Info().Str("addr", addr.String()).Msg("serving /livez, /readyz, /metrics")
+	var pprofServer *ops.Server
+	if cfg.Pprof {
+		pprofServer = ops.NewPprof(cfg.PprofAddr, log.With().Str("component", "http").Logger())
+		paddr, err := pprofServer.Listen()
+		if err != nil {
+			return err
+		}
+		log.Info().Str("addr", paddr.String()).Msg("serving /debug/pprof")
+	}
 
 	hcfg := handler.Config{
 		BatchMaxSites:   cfg.BatchMaxSites,
@@ -130,6 +143,9 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return opsServer.Run(gctx) })
+	if pprofServer != nil {
+		g.Go(func() error { return pprofServer.Run(gctx) })
+	}
 	g.Go(func() error {
 		// Fail loudly at start-up on bad credentials; readiness keeps asking.
 		if err := graph.CheckToken(gctx); err != nil {
@@ -184,6 +200,9 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	return err
 }
 
+// tokenCheckEvery is how long /readyz reuses the token check's result.
+const tokenCheckEvery = 10 * time.Second
+
 // stopped is err, or nil when it only says the service was asked to stop.
 func stopped(ctx context.Context, err error) error {
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -236,7 +255,9 @@ func waitClosed(nc *nats.Conn, limit time.Duration) {
 }
 
 // graphHTTPClient is the HTTP client for Graph and the authority: system
-// roots plus SITEFOLLOW_CA_FILE, connections kept alive, HTTP/2 when offered.
+// roots plus SITEFOLLOW_CA_FILE, connections kept alive, HTTP/2 when offered,
+// and redirects never followed (a bearer token or the client secret must not
+// travel to wherever a redirect points).
 func graphHTTPClient(cfg config.Config) (*http.Client, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = max(cfg.MaxConcurrency*2, 16)
@@ -249,7 +270,7 @@ func graphHTTPClient(cfg config.Config) (*http.Client, error) {
 	if roots != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: t}, nil
+	return &http.Client{Transport: t, CheckRedirect: graphclient.RefuseRedirect}, nil
 }
 
 // retryForever retries op with capped exponential backoff until it works or

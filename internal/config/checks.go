@@ -81,8 +81,9 @@ func isNATSScheme(s string) bool {
 	return false
 }
 
-// redactURLs hides the user part of NATS URLs: it holds a password or, on
-// its own, an auth token.
+// redactURLs hides the user part of URLs (NATS URLs, comma-separated, or a
+// refused Graph or authority URL): it holds a password or, on its own, an
+// auth token.
 func redactURLs(v string) string {
 	parts := strings.Split(v, ",")
 	for i, part := range parts {

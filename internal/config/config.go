@@ -63,6 +63,7 @@ type Config struct {
 	LogLevel  string
 	LogFormat string
 	Pprof     bool
+	PprofAddr string
 }
 
 // SettingError reports a setting whose value is malformed or out of range.

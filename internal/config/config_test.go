@@ -85,6 +85,7 @@ func defaults() Config {
 		ShutdownTimeout:    25 * time.Second,
 		LogLevel:           "info",
 		LogFormat:          "json",
+		PprofAddr:          "127.0.0.1:6060",
 	}
 }
 
@@ -231,6 +232,7 @@ func invalid() map[string]string {
 		"log-level":             "verbose",
 		"log-format":            "text",
 		"pprof":                 "2",
+		"pprof-addr":            "6060",
 	}
 }
 
@@ -334,6 +336,26 @@ func TestLoadErrorMessages(t *testing.T) {
 			name: "nats url password not echoed",
 			env:  map[string]string{"NATS_URL": "nats://user:hunter2@127.0.0.1:4222,http://x"},
 			want: `invalid NATS_URL "nats://redacted@127.0.0.1:4222,http://x": must be nats://, tls://, ws:// or wss:// URLs with a host, separated by commas`,
+		},
+		{
+			name: "graph url password not echoed",
+			env:  map[string]string{"SITEFOLLOW_GRAPH_URL": "https://alice:hunter2@graph.microsoft.com"},
+			want: `invalid SITEFOLLOW_GRAPH_URL "https://redacted@graph.microsoft.com": must not contain credentials`,
+		},
+		{
+			name: "graph url token not echoed",
+			args: []string{"--graph-url=https://tok3n@graph.microsoft.com/v1.0"},
+			want: `invalid --graph-url "https://redacted@graph.microsoft.com/v1.0": must not contain credentials`,
+		},
+		{
+			name: "unparsable graph url with credentials not echoed",
+			env:  map[string]string{"SITEFOLLOW_GRAPH_URL": "https://alice:hunter2@graph.microsoft.com:port"},
+			want: `invalid SITEFOLLOW_GRAPH_URL "[unparsable URL]": must be an absolute URL such as https://graph.microsoft.com`,
+		},
+		{
+			name: "authority password not echoed",
+			env:  map[string]string{"AZURE_AUTHORITY_HOST": "https://alice:hunter2@login.microsoftonline.com/"},
+			want: `invalid AZURE_AUTHORITY_HOST "https://redacted@login.microsoftonline.com/": must have no credentials, query or fragment`,
 		},
 		{
 			name: "unknown flag",

@@ -127,7 +127,7 @@ func table() []spec {
 
 		str("graph-url", "SITEFOLLOW_GRAPH_URL", "https://graph.microsoft.com",
 			"Microsoft Graph base URL (https; http only for loopback), without a path.",
-			func(c *Config) *string { return &c.GraphURL }, checkGraphURL).normalizeWith(trimSlash),
+			func(c *Config) *string { return &c.GraphURL }, checkGraphURL).normalizeWith(trimSlash).redactWith(redactURLs),
 		str("graph-org", "SITEFOLLOW_GRAPH_ORG", "sitefollow",
 			"Organisation in the User-Agent NONISV|<org>|sitefollow/<version> sent to Graph.",
 			func(c *Config) *string { return &c.GraphOrg }, checkOrg),
@@ -152,7 +152,7 @@ func table() []spec {
 			func(c *Config) *string { return &c.ClientSecret }, checkSecret).require().hide(),
 		str("authority-host", "AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/",
 			"Microsoft Entra authority host (https).",
-			func(c *Config) *string { return &c.AuthorityHost }, checkAuthority).normalizeWith(addSlash),
+			func(c *Config) *string { return &c.AuthorityHost }, checkAuthority).normalizeWith(addSlash).redactWith(redactURLs),
 		str("ca-file", "SITEFOLLOW_CA_FILE", "",
 			"PEM file of extra root certificates trusted for Graph and the authority host.",
 			func(c *Config) *string { return &c.CAFile }, checkCAFile),
@@ -202,8 +202,11 @@ func table() []spec {
 			"Log format: json, or console for people.",
 			func(c *Config) *string { return &c.LogFormat }, oneOf("json", "console")),
 		boolean("pprof", "SITEFOLLOW_PPROF", "false",
-			"Serve /debug/pprof on --http-addr.",
+			"Serve /debug/pprof on --pprof-addr.",
 			func(c *Config) *bool { return &c.Pprof }),
+		str("pprof-addr", "SITEFOLLOW_PPROF_ADDR", "127.0.0.1:6060",
+			"host:port serving /debug/pprof when --pprof is on; apart from --http-addr, so probes and scrapers never reach profiles.",
+			func(c *Config) *string { return &c.PprofAddr }, checkHostPort),
 	}
 }
 

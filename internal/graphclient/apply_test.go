@@ -388,18 +388,17 @@ func TestApplyRetryAfterBeyondLimit(t *testing.T) {
 	if ra := got[0].Err.RetryAfter; ra < 119*time.Second {
 		t.Errorf("RetryAfter = %v, want about 120s", ra)
 	}
-	// The gate now holds every user's calls; another Apply returns at once
-	// without calling Graph.
+	// A pause beyond MaxRetryAfter is not honoured in process: the gate
+	// holds every user's calls for MaxRetryAfter only (a Retry-After years
+	// ahead must not stop the app), then another user's call goes out.
 	other := c.Apply(context.Background(), "u2", Add, []string{siteID(3)})
-	checkResults(t, []string{siteID(3)}, other, []want{{outcome: Unresolved, code: CodeThrottled, status: 0}})
-	if other[0].Attempts != 0 || other[0].Err.RetryAfter <= 0 {
-		t.Errorf("other = %+v (err %+v), want no attempt and a RetryAfter", other[0], other[0].Err)
+	checkResults(t, []string{siteID(3)}, other, []want{{outcome: Applied, attempts: 1}})
+	calls := sim.Calls()
+	if len(calls) != 2 {
+		t.Fatalf("got %d calls, want 2", len(calls))
 	}
-	if n := sim.CallCount(); n != 1 {
-		t.Errorf("got %d calls, want 1", n)
-	}
-	if n := sim.EarlyCalls(); n != 0 {
-		t.Errorf("EarlyCalls = %d, want 0", n)
+	if notBefore := calls[0].Answered.Add(time.Second); calls[1].At.Before(notBefore) {
+		t.Errorf("other user's call at %v, before the gate (MaxRetryAfter after the 429, %v) opened", calls[1].At, notBefore)
 	}
 }
 
@@ -708,6 +707,9 @@ func TestNewValidatesConfig(t *testing.T) {
 		{name: "other scheme", baseURL: "ftp://graph.microsoft.com", wantErr: "ftp://graph.microsoft.com"},
 		{name: "no host", baseURL: "https://", wantErr: "https://"},
 		{name: "empty", baseURL: "", wantErr: "base URL is required"},
+		{name: "credentials", baseURL: "https://alice:hunter2@graph.microsoft.com", wantErr: `"https://redacted@graph.microsoft.com" must be`},
+		{name: "token", baseURL: "https://hunter2@graph.microsoft.com", wantErr: `"https://redacted@graph.microsoft.com" must be`},
+		{name: "unparsable with credentials", baseURL: "https://alice:hunter2@graph.microsoft.com:port", wantErr: `"[unparsable URL]": invalid port`},
 		{name: "no credential", baseURL: "https://graph.microsoft.com", noCred: true, wantErr: "credential"},
 	}
 	for _, tt := range tests {
@@ -725,6 +727,9 @@ func TestNewValidatesConfig(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("New(%q) error = %v, want one naming %q", tt.baseURL, err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("New(%q) error = %v, shows the credentials", tt.baseURL, err)
 			}
 			if tt.noCred && !errors.Is(err, errNoCredential) {
 				t.Errorf("error %v is not errNoCredential", err)

@@ -122,7 +122,9 @@ type SiteError struct {
 	RequestID       string
 	ClientRequestID string
 	// RetryAfter is how long Graph asked the app to pause, when the verdict
-	// came from throttling; a caller can use it as its redelivery delay.
+	// came from throttling; a caller can use it as its redelivery delay,
+	// capped by its own longest delay. It is at most 24 hours whatever
+	// Graph sent.
 	RetryAfter time.Duration
 }
 
@@ -169,7 +171,8 @@ type Config struct {
 	MaxInterval     time.Duration
 	// MaxRetryAfter caps a single throttle wait: when Graph asks for a
 	// longer pause, Apply returns Unresolved (with SiteError.RetryAfter) so
-	// the caller can redeliver later instead of blocking. Default 5m.
+	// the caller can redeliver later instead of blocking, and the app-wide
+	// gate closes for MaxRetryAfter only. Default 5m.
 	MaxRetryAfter time.Duration
 	// RequestTimeout bounds each HTTP request. Default 30s.
 	RequestTimeout time.Duration
@@ -295,12 +298,17 @@ func NewHTTPClient() *http.Client {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &http.Client{
-		Transport: transport,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
+	return &http.Client{Transport: transport, CheckRedirect: RefuseRedirect}
+}
+
+// RefuseRedirect is the http.Client CheckRedirect of every client that
+// carries Graph calls or token requests: it never follows a redirect, so a
+// bearer token or a client secret goes only to the host it was meant for,
+// and a redirect target's answer is never taken for Graph's. The caller
+// gets the 3xx itself: Apply treats it as a failed call (never applied) and
+// the credential as a failed token request.
+func RefuseRedirect(*http.Request, []*http.Request) error {
+	return http.ErrUseLastResponse
 }
 
 func orDefault(s, def string) string {
@@ -318,21 +326,47 @@ func validateBaseURL(raw string) (string, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("graphclient: new: base URL %q: %w", raw, err)
+		return "", fmt.Errorf("graphclient: new: base URL %q: %w", redactURL(raw), urlParseCause(err))
 	}
+	shown := redactURL(raw)
 	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("graphclient: new: base URL %q must be scheme://host[:port][/path] without credentials, query or fragment", raw)
+		return "", fmt.Errorf("graphclient: new: base URL %q must be scheme://host[:port][/path] without credentials, query or fragment", shown)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "https":
 	case "http":
 		if !isLoopback(u.Hostname()) {
-			return "", fmt.Errorf("graphclient: new: base URL %q uses plain http on a non-loopback host; use https", raw)
+			return "", fmt.Errorf("graphclient: new: base URL %q uses plain http on a non-loopback host; use https", shown)
 		}
 	default:
-		return "", fmt.Errorf("graphclient: new: base URL %q must use https", raw)
+		return "", fmt.Errorf("graphclient: new: base URL %q must use https", shown)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// redactURL is raw as error messages may show it: without its user part,
+// which holds a password or, on its own, a token. A URL that does not parse
+// is not shown at all if it may hold one.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil && strings.Contains(raw, "@"):
+		return "[unparsable URL]"
+	case err == nil && u.User != nil:
+		u.User = url.User("redacted")
+		return u.String()
+	}
+	return raw
+}
+
+// urlParseCause is url.Parse's error without the URL it quotes, which may
+// hold credentials.
+func urlParseCause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 func isLoopback(host string) bool {
@@ -678,13 +712,16 @@ func (c *Client) pace(resp *response) {
 	if hasWait {
 		// The pause applies to the whole app: close the gate at once, before
 		// anything else is done with the answer, so no other call slips out
-		// meanwhile.
-		c.gate.push(wait + gateMargin)
+		// meanwhile. It closes for MaxRetryAfter at most: a longer pause is
+		// left to the caller's redelivery of this call's sites (see
+		// handleTransient), and must not hold every other user's calls
+		// back for as long as Graph, or whoever answers, asks.
+		c.gate.push(min(wait+gateMargin, c.maxRetryAfter))
 	}
 	switch {
 	case resp.status == http.StatusTooManyRequests, resp.status == 509,
 		resp.status == http.StatusServiceUnavailable && hasWait:
-		c.pacer.throttle(now, wait)
+		c.pacer.throttle(now, min(wait, c.maxRetryAfter))
 	default:
 		c.pacer.admit(now)
 	}

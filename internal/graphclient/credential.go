@@ -56,10 +56,10 @@ func NewCredential(cfg CredentialConfig) (azcore.TokenCredential, error) {
 	host := orDefault(cfg.AuthorityHost, DefaultAuthorityHost)
 	u, err := url.Parse(host)
 	if err != nil {
-		return nil, fmt.Errorf("graphclient: new credential: authority host %q: %w", host, err)
+		return nil, fmt.Errorf("graphclient: new credential: authority host %q: %w", redactURL(host), urlParseCause(err))
 	}
-	if !strings.EqualFold(u.Scheme, "https") || u.Host == "" {
-		return nil, fmt.Errorf("graphclient: new credential: authority host %q must be an https URL", host)
+	if !strings.EqualFold(u.Scheme, "https") || u.Host == "" || u.User != nil {
+		return nil, fmt.Errorf("graphclient: new credential: authority host %q must be an https URL without credentials", redactURL(host))
 	}
 	opts := &azidentity.ClientSecretCredentialOptions{
 		ClientOptions: azcore.ClientOptions{

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -484,5 +485,49 @@ func TestSiteErrorInnerCodeTransient(t *testing.T) {
 	checkResults(t, siteIDs(1, 2), got, []want{{outcome: Applied, attempts: 1}, {outcome: Applied, attempts: 2}})
 	if reqs := g.requests(); len(reqs) != 2 || !slices.Equal(reqs[1].ids, []string{siteID(2)}) {
 		t.Errorf("requests = %+v, want a re-send of site 2 alone", reqs)
+	}
+}
+
+// TestRetryAfterBounded holds every form of Retry-After and RateLimit-Reset
+// to the bounds: the app-wide gate closes for MaxRetryAfter at most, so
+// another user's call still goes out, and the pause reported for
+// redelivery is at most a day, however far ahead Graph's value points.
+func TestRetryAfterBounded(t *testing.T) {
+	const maxRetryAfter = 500 * time.Millisecond
+	tenYears := 10 * 365 * 24 * time.Hour
+	date := func() string { return time.Now().Add(tenYears).UTC().Format(http.TimeFormat) }
+	secs := strconv.FormatInt(int64(tenYears/time.Second), 10)
+	tests := []struct {
+		name  string
+		first answer
+	}{
+		{name: "Retry-After HTTP date", first: func(w http.ResponseWriter, ids []string) { status(429, "Retry-After", date())(w, ids) }},
+		{name: "Retry-After seconds", first: status(429, "Retry-After", secs)},
+		{name: "RateLimit-Reset seconds", first: status(429, "Retry-After", "1", "RateLimit-Reset", secs)},
+		{name: "RateLimit-Reset HTTP date", first: func(w http.ResponseWriter, ids []string) { status(429, "RateLimit-Reset", date())(w, ids) }},
+		{name: "503 Retry-After HTTP date", first: func(w http.ResponseWriter, ids []string) {
+			graphErr(503, "serviceNotAvailable", "Retry-After", date())(w, ids)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			g := newScriptedGraph(t, tt.first, followAll)
+			c := newScriptedClient(t, g, &countingCredential{}, func(cfg *Config) { cfg.MaxRetryAfter = maxRetryAfter })
+
+			got := c.Apply(context.Background(), "u1", Add, []string{siteID(1)})
+			if got[0].Outcome != Unresolved || got[0].Err == nil {
+				t.Fatalf("first user: got %v %+v, want unresolved with an error", got[0].Outcome, got[0].Err)
+			}
+			if ra := got[0].Err.RetryAfter; ra <= maxRetryAfter || ra > maxParsedRetryAfter {
+				t.Errorf("reported RetryAfter: got %v, want more than %v and at most %v", ra, maxRetryAfter, maxParsedRetryAfter)
+			}
+			if until, latest := c.ThrottledUntil(), time.Now().Add(maxRetryAfter); until.After(latest) {
+				t.Errorf("gate closed until %v, want no later than %v (MaxRetryAfter from now)", until, latest)
+			}
+			// Another user's call waits out the gate and goes out.
+			got = c.Apply(context.Background(), "u2", Add, []string{siteID(2)})
+			checkResults(t, []string{siteID(2)}, got, []want{{outcome: Applied, attempts: 1}})
+		})
 	}
 }

@@ -25,6 +25,9 @@ func TestParseRetryAfter(t *testing.T) {
 		{in: now.Add(315 * time.Second).Format(http.TimeFormat), want: 315 * time.Second, wantOK: true},
 		{in: now.Add(-time.Minute).Format(http.TimeFormat), want: 0, wantOK: true},
 		{in: "Wed, 01 May 2024 12:00:05 GMT", want: 5 * time.Second, wantOK: true},
+		{in: now.Add(10 * 365 * 24 * time.Hour).Format(http.TimeFormat), want: maxParsedRetryAfter, wantOK: true},
+		{in: "315360000", want: maxParsedRetryAfter, wantOK: true},
+		{in: "1e300", want: maxParsedRetryAfter, wantOK: true},
 		{in: "", wantOK: false},
 		{in: "-1", wantOK: false},
 		{in: "soon", wantOK: false},
@@ -95,6 +98,10 @@ func TestNewCredentialValidates(t *testing.T) {
 		{name: "nothing", edit: func(c *CredentialConfig) { *c = CredentialConfig{} }, wantErr: []string{"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"}},
 		{name: "no secret", edit: func(c *CredentialConfig) { c.ClientSecret = "" }, wantErr: []string{"AZURE_CLIENT_SECRET"}},
 		{name: "http authority", edit: func(c *CredentialConfig) { c.AuthorityHost = "http://login.example.com/" }, wantErr: []string{"http://login.example.com/", "https"}},
+		{name: "authority with credentials", edit: func(c *CredentialConfig) { c.AuthorityHost = "https://alice:hunter2@login.example.com/" },
+			wantErr: []string{`"https://redacted@login.example.com/"`, "without credentials"}},
+		{name: "unparsable authority with credentials", edit: func(c *CredentialConfig) { c.AuthorityHost = "https://alice:hunter2@login.example.com:port/" },
+			wantErr: []string{`"[unparsable URL]"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,6 +121,9 @@ func TestNewCredentialValidates(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not name %s", err, w)
 				}
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error %q shows the authority's credentials", err)
 			}
 			if strings.Contains(err.Error(), "s\"") && cfg.ClientSecret != "" {
 				t.Errorf("error %q may contain the secret", err)
@@ -148,4 +158,25 @@ func TestOutcomeString(t *testing.T) {
 			t.Errorf("%d.String() = %q, want %q", int(o), got, want)
 		}
 	}
+}
+
+// FuzzParseRetryAfter holds every Retry-After or RateLimit-Reset value,
+// whatever Graph (or whoever answers) sends, to a wait between zero and
+// maxParsedRetryAfter.
+func FuzzParseRetryAfter(f *testing.F) {
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, seed := range []string{"1", "2.128", "-1", "NaN", "+Inf", "1e300", "315360000",
+		now.Add(10 * 365 * 24 * time.Hour).Format(http.TimeFormat), "Wed, 01 May 2024 12:00:05 GMT",
+		"Monday, 01-May-34 12:00:05 GMT", "Wed May  1 12:00:05 2124"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		got, ok := parseRetryAfter(v, now)
+		if !ok && got != 0 {
+			t.Errorf("parseRetryAfter(%q): got %v with ok false, want 0", v, got)
+		}
+		if got < 0 || got > maxParsedRetryAfter {
+			t.Errorf("parseRetryAfter(%q): got %v, want between 0 and %v", v, got, maxParsedRetryAfter)
+		}
+	})
 }

@@ -119,6 +119,15 @@ func (s *Server) TokenScopes() []string {
 	return slices.Clone(s.tokenScopes)
 }
 
+// IssuedTokens lists every access token the token endpoint issued, revoked
+// ones included, in issue order, so that tests can look for them where
+// they must never appear (logs, metrics, dead letters). Reset keeps them.
+func (s *Server) IssuedTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.issued)
+}
+
 // Reset forgets recorded calls and counters. Followed state, faults, issued
 // tokens and announced deadlines stay.
 func (s *Server) Reset() {

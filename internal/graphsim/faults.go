@@ -29,6 +29,9 @@ type faults struct {
 
 	upperCaseIDs    bool
 	extraErrorEntry bool
+
+	tokenFailN      int
+	tokenFailStatus int
 }
 
 type siteFailure struct {
@@ -131,6 +134,16 @@ func (s *Server) ExtraErrorEntry(on bool) {
 	s.faults.extraErrorEntry = on
 }
 
+// FailTokens makes the next n token requests answer status (for example
+// 500 or 503) with an OAuth error body, whatever their credentials, as an
+// identity provider having trouble does. n <= 0 cancels; ClearFaults too.
+func (s *Server) FailTokens(n, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.tokenFailN = max(n, 0)
+	s.faults.tokenFailStatus = status
+}
+
 // RevokeTokens invalidates every token issued so far; later calls carrying
 // them answer 401 InvalidAuthenticationToken. Tokens issued afterwards work.
 func (s *Server) RevokeTokens() {
@@ -140,7 +153,8 @@ func (s *Server) RevokeTokens() {
 }
 
 // ClearFaults drops every pending or standing fault (Throttle, Unavailable,
-// FailSite, OmitSite, UnknownUser, UpperCaseIDs, ExtraErrorEntry). Latency,
+// FailSite, OmitSite, UnknownUser, UpperCaseIDs, ExtraErrorEntry,
+// FailTokens). Latency,
 // the rate limit and announced Retry-After deadlines stay.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()

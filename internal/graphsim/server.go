@@ -93,6 +93,7 @@ type Server struct {
 	tokenRequests int
 	tokenScopes   []string
 	tokens        map[string]time.Time // access token → expiry
+	issued        []string             // every access token issued, revoked or not
 	deadline      time.Time            // app-wide Retry-After deadline announced so far
 	latency       time.Duration
 	opLatency     map[string]time.Duration

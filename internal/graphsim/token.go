@@ -127,12 +127,20 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant strin
 	s.mu.Lock()
 	s.tokenRequests++
 	s.tokenScopes = append(s.tokenScopes, scope)
+	failStatus := 0
+	if s.faults.tokenFailN > 0 {
+		s.faults.tokenFailN--
+		failStatus = s.faults.tokenFailStatus
+	}
 	s.mu.Unlock()
 
 	if !s.checkTenant(w, tenant) {
 		return
 	}
 	switch {
+	case failStatus != 0:
+		writeOAuthError(w, failStatus, "temporarily_unavailable",
+			"AADSTS50000: There was an error issuing a token or an issue with our sign-in service. Trace the request with the correlation id.")
 	case parseErr != nil:
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "AADSTS900144: cannot parse form body: "+parseErr.Error())
 	case r.PostForm.Get("grant_type") != "client_credentials":
@@ -154,6 +162,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant strin
 		seconds := int(s.tokenLifetime / time.Second)
 		s.mu.Lock()
 		s.tokens[token] = time.Now().Add(s.tokenLifetime)
+		s.issued = append(s.issued, token)
 		s.mu.Unlock()
 		w.Header().Set("Cache-Control", "no-store, no-cache")
 		writeJSON(w, http.StatusOK, map[string]any{

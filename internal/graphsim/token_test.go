@@ -217,3 +217,27 @@ func TestExpiredToken(t *testing.T) {
 	s := newSim(t, Options{Sites: []string{siteA}, TokenLifetime: time.Nanosecond})
 	checkUnauthorized(t, call{op: "add", user: "u1", ids: []string{siteA}, token: fetchToken(t, s)}.do(t, s))
 }
+
+func TestFailTokensAndIssuedTokens(t *testing.T) {
+	s := newSim(t, Options{Sites: []string{siteA}})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s.FailTokens(1, http.StatusBadRequest)
+	if _, err := newCredential(t, s, s.ClientSecret()).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{graphScope}}); err == nil {
+		t.Fatal("GetToken with FailTokens pending: got a token, want an error")
+	}
+	if got := s.IssuedTokens(); len(got) != 0 {
+		t.Errorf("IssuedTokens after a failed request: got %q, want none", got)
+	}
+	tok, err := newCredential(t, s, s.ClientSecret()).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{graphScope}})
+	if err != nil {
+		t.Fatalf("GetToken once FailTokens is used up: %v", err)
+	}
+	s.RevokeTokens()
+	if got := s.IssuedTokens(); !slices.Equal(got, []string{tok.Token}) {
+		t.Errorf("IssuedTokens after revocation: got %q, want [%q]", got, tok.Token)
+	}
+	if n := s.TokenRequests(); n != 2 {
+		t.Errorf("TokenRequests: got %d, want 2", n)
+	}
+}

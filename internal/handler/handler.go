@@ -258,11 +258,18 @@ func (h *Handler) settle(t *tracked, retry bool) {
 		h.metrics.settled(true)
 		return
 	}
-	delay := max(h.nakDelay(t.meta.NumDelivered), t.notBefore)
+	delay := h.redeliveryDelay(t.meta.NumDelivered, t.notBefore)
 	if err := t.msg.NakWithDelay(delay); err != nil {
 		h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("nak failed; the message will be redelivered after AckWait")
 	}
 	h.metrics.settled(false)
+}
+
+// redeliveryDelay is the NAK delay: the backoff for the delivery count, or
+// the pause Graph asked for if that is longer, but never more than
+// NakMaxDelay, whatever Graph asked for.
+func (h *Handler) redeliveryDelay(delivered uint64, notBefore time.Duration) time.Duration {
+	return min(max(h.nakDelay(delivered), notBefore), h.cfg.NakMaxDelay)
 }
 
 // nakDelay grows with the delivery count so a struggling Graph sees less

@@ -26,3 +26,26 @@ func TestNakDelayGrowsWithDeliveries(t *testing.T) {
 }
 
 func zeroLogger() zerolog.Logger { return zerolog.Nop() }
+
+func TestRedeliveryDelayBounded(t *testing.T) {
+	h := New(Config{NakBaseDelay: time.Second, NakMaxDelay: 10 * time.Second, MaxAckPending: 100}, nil, nil, nil, zeroLogger(), nil)
+	tests := []struct {
+		name      string
+		delivered uint64
+		notBefore time.Duration
+		lo, hi    time.Duration
+	}{
+		{"backoff alone", 1, 0, 800 * time.Millisecond, 1200 * time.Millisecond},
+		{"Retry-After longer than the backoff", 1, 5 * time.Second, 5 * time.Second, 5 * time.Second},
+		{"Retry-After of a day", 1, 24 * time.Hour, 10 * time.Second, 10 * time.Second},
+		{"backoff jitter at the cap", 20, 0, 8 * time.Second, 10 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := h.redeliveryDelay(tt.delivered, tt.notBefore)
+			if got < tt.lo || got > tt.hi {
+				t.Errorf("redeliveryDelay(%d, %v): got %v, want between %v and %v", tt.delivered, tt.notBefore, got, tt.lo, tt.hi)
+			}
+		})
+	}
+}

@@ -22,6 +22,10 @@ type Options struct {
 	ServerName string
 	// Cluster, when set, makes the server a member of a JetStream cluster.
 	Cluster *ClusterOptions
+	// User and Password, when set, are the only credentials the server
+	// accepts from clients (tests of authorization failures and of secrets
+	// kept out of outputs).
+	User, Password string
 }
 
 // ClusterOptions join a server to a cluster.
@@ -49,6 +53,8 @@ func Start(o Options) (*server.Server, error) {
 		// Room for the benchmark's large backlogs.
 		JetStreamMaxMemory: 256 << 20,
 		JetStreamMaxStore:  16 << 30,
+		Username:           o.User,
+		Password:           o.Password,
 	}
 	if c := o.Cluster; c != nil {
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: "127.0.0.1", Port: c.Port}

@@ -36,12 +36,37 @@ const (
 type Check struct {
 	Name string
 	Func func(ctx context.Context) error
+	// Failing is what /readyz says when the check fails, in place of the
+	// error, which then appears only in the log: an error may name
+	// endpoints, tenants, scopes or an identity provider's text, which
+	// anyone who can reach the probe port should not read. Empty shows the
+	// error itself.
+	Failing string
+	// Every, when positive, is how long a result is reused: probes within
+	// it get the last result, and concurrent probes share one run of Func,
+	// so probing cannot make Func run more often than once per Every (a
+	// check that asks an identity provider must not ask it per probe).
+	Every time.Duration
+}
+
+// checkState is what the server remembers of one check: the cached result,
+// the run in progress, and the last state logged.
+type checkState struct {
+	mu      sync.Mutex
+	has     bool // a result is cached
+	at      time.Time
+	err     error
+	running chan struct{} // closed when the run in progress ends; nil if none
+
+	logged  bool // a state was logged
+	failing bool // the state logged last
 }
 
 // Server is the operational HTTP server.
 type Server struct {
 	addr    string
 	checks  []Check
+	states  []*checkState
 	handler http.Handler
 	log     zerolog.Logger
 
@@ -49,17 +74,34 @@ type Server struct {
 	ln net.Listener
 }
 
-// New returns a server for addr (host:port) exposing reg on /metrics,
-// reporting ready only while every check passes, and serving /debug/pprof
-// when pprof is true.
-func New(addr string, reg *prometheus.Registry, checks []Check, pprof bool, logger zerolog.Logger) *Server {
+// New returns a server for addr (host:port) exposing reg on /metrics and
+// reporting ready only while every check passes. Profiles are served by a
+// server of their own (NewPprof), on an address that need not be reachable
+// by probes and scrapers.
+func New(addr string, reg *prometheus.Registry, checks []Check, logger zerolog.Logger) *Server {
 	s := &Server{
 		addr:   addr,
 		checks: append([]Check(nil), checks...),
 		log:    logger.With().Str("component", "ops").Logger(),
 	}
-	s.handler = s.mux(reg, pprof)
+	for range s.checks {
+		s.states = append(s.states, &checkState{})
+	}
+	s.handler = s.mux(reg)
 	return s
+}
+
+// NewPprof returns a server for addr serving only /debug/pprof. Profiles
+// reveal the program's memory and code, so they get their own address
+// (loopback by default) rather than the probe port.
+func NewPprof(addr string, logger zerolog.Logger) *Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return &Server{addr: addr, handler: mux, log: logger.With().Str("component", "pprof").Logger()}
 }
 
 // NewRegistry returns a registry with the Go runtime and process collectors
@@ -76,7 +118,7 @@ func NewRegistry() *prometheus.Registry {
 // Handler returns the server's routes, for tests or for mounting elsewhere.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-func (s *Server) mux(reg *prometheus.Registry, withPprof bool) *http.ServeMux {
+func (s *Server) mux(reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		writeText(w, http.StatusOK, "ok\n")
@@ -88,13 +130,6 @@ func (s *Server) mux(reg *prometheus.Registry, withPprof bool) *http.ServeMux {
 		ErrorHandling:     promhttp.ContinueOnError,
 		EnableOpenMetrics: true,
 	}))
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
 	return mux
 }
 
@@ -109,8 +144,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		err error
 	}
 	results := make(chan result, len(s.checks))
-	for i, c := range s.checks {
-		go func() { results <- result{i, c.Func(ctx)} }()
+	for i := range s.checks {
+		go func() { results <- result{i, s.result(ctx, i)} }()
 	}
 	errs := make([]error, len(s.checks))
 	answered := make([]bool, len(s.checks))
@@ -130,16 +165,87 @@ wait:
 	}
 	var failed []string
 	for i, err := range errs {
-		if err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", s.checks[i].Name, err))
+		if err == nil {
+			continue
 		}
+		shown := err.Error()
+		if s.checks[i].Failing != "" {
+			shown = s.checks[i].Failing
+		}
+		failed = append(failed, s.checks[i].Name+": "+shown)
 	}
 	if len(failed) > 0 {
-		s.log.Debug().Strs("failing", failed).Msg("not ready")
 		writeText(w, http.StatusServiceUnavailable, "not ready\n"+strings.Join(failed, "\n")+"\n")
 		return
 	}
 	writeText(w, http.StatusOK, "ok\n")
+}
+
+// result is check i's verdict for one probe: a fresh run, or for a check
+// with Every the cached result or the one of the run already in progress.
+func (s *Server) result(ctx context.Context, i int) error {
+	c, st := s.checks[i], s.states[i]
+	if c.Every <= 0 {
+		err := c.Func(ctx)
+		s.note(i, err)
+		return err
+	}
+	st.mu.Lock()
+	if st.has && time.Since(st.at) < c.Every {
+		err := st.err
+		st.mu.Unlock()
+		return err
+	}
+	running := st.running
+	if running == nil {
+		running = make(chan struct{})
+		st.running = running
+		// The run is shared by every probe waiting for it, so it must not
+		// end when the probe that started it goes away.
+		go s.run(context.WithoutCancel(ctx), i, running)
+	}
+	st.mu.Unlock()
+	select {
+	case <-running:
+	case <-ctx.Done():
+		return fmt.Errorf("no answer: %w", ctx.Err())
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.err
+}
+
+// run runs check i once, caches its result and logs a change of state.
+func (s *Server) run(ctx context.Context, i int, done chan struct{}) {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	err := s.checks[i].Func(ctx)
+	st := s.states[i]
+	st.mu.Lock()
+	st.has, st.at, st.err, st.running = true, time.Now(), err, nil
+	st.mu.Unlock()
+	close(done)
+	s.note(i, err)
+}
+
+// note logs check i's details when it starts or stops failing: once per
+// change, not once per probe, and only here, never in /readyz's body for a
+// check with Failing.
+func (s *Server) note(i int, err error) {
+	st := s.states[i]
+	st.mu.Lock()
+	failing := err != nil
+	changed := !st.logged && failing || st.logged && st.failing != failing
+	st.logged, st.failing = st.logged || failing, failing
+	st.mu.Unlock()
+	if !changed {
+		return
+	}
+	if failing {
+		s.log.Warn().Str("check", s.checks[i].Name).AnErr("error", err).Msg("readiness check failing")
+		return
+	}
+	s.log.Info().Str("check", s.checks[i].Name).Msg("readiness check passing again")
 }
 
 func writeText(w http.ResponseWriter, status int, body string) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func getCtx(t *testing.T, ctx context.Context, h http.Handler, method, path stri
 }
 
 func TestLivez(t *testing.T) {
-	s := New("127.0.0.1:0", NewRegistry(), []Check{{"never", func(context.Context) error { return errors.New("down") }}}, false, zerolog.Nop())
+	s := New("127.0.0.1:0", NewRegistry(), []Check{{Name: "never", Func: func(context.Context) error { return errors.New("down") }}}, zerolog.Nop())
 	tests := []struct {
 		method string
 		want   int
@@ -75,23 +76,23 @@ func TestReadyz(t *testing.T) {
 		notBody  []string
 	}{
 		{name: "no checks", want: http.StatusOK, wantBody: []string{"ok"}},
-		{name: "all pass", checks: []Check{{"nats", pass}, {"graph", needsDeadline}}, want: http.StatusOK, wantBody: []string{"ok"}},
+		{name: "all pass", checks: []Check{{Name: "nats", Func: pass}, {Name: "graph", Func: needsDeadline}}, want: http.StatusOK, wantBody: []string{"ok"}},
 		{
 			name:     "one fails",
-			checks:   []Check{{"nats", fail}, {"consumer", pass}},
+			checks:   []Check{{Name: "nats", Func: fail}, {Name: "consumer", Func: pass}},
 			want:     http.StatusServiceUnavailable,
 			wantBody: []string{"not ready", "nats: connection refused"},
 			notBody:  []string{"consumer"},
 		},
 		{
 			name:     "all fail, listed in order",
-			checks:   []Check{{"a", fail}, {"b", fail}},
+			checks:   []Check{{Name: "a", Func: fail}, {Name: "b", Func: fail}},
 			want:     http.StatusServiceUnavailable,
 			wantBody: []string{"a: connection refused\nb: connection refused"},
 		},
 		{
 			name:     "check ignoring its deadline",
-			checks:   []Check{{"hung", ignoresCtx}, {"nats", pass}},
+			checks:   []Check{{Name: "hung", Func: ignoresCtx}, {Name: "nats", Func: pass}},
 			short:    true,
 			want:     http.StatusServiceUnavailable,
 			wantBody: []string{"hung: no answer: context deadline exceeded"},
@@ -100,7 +101,7 @@ func TestReadyz(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := New("127.0.0.1:0", NewRegistry(), tt.checks, false, zerolog.Nop())
+			s := New("127.0.0.1:0", NewRegistry(), tt.checks, zerolog.Nop())
 			// The checks' deadline is the earlier of the request's and
 			// checkTimeout, so a short request deadline speeds up the hung case.
 			ctx := context.Background()
@@ -132,7 +133,7 @@ func TestMetrics(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sitefollow_test_events_total", Help: "Test events."})
 	reg.MustRegister(c)
 	c.Add(3)
-	s := New("127.0.0.1:0", reg, nil, false, zerolog.Nop())
+	s := New("127.0.0.1:0", reg, nil, zerolog.Nop())
 
 	code, body := get(t, s.Handler(), http.MethodGet, "/metrics")
 	if code != http.StatusOK {
@@ -147,17 +148,149 @@ func TestMetrics(t *testing.T) {
 
 func TestPprof(t *testing.T) {
 	paths := []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap?debug=1", "/debug/pprof/symbol"}
-	for _, enabled := range []bool{false, true} {
-		s := New("127.0.0.1:0", NewRegistry(), nil, enabled, zerolog.Nop())
-		want := http.StatusNotFound
-		if enabled {
-			want = http.StatusOK
-		}
-		for _, p := range paths {
-			if code, _ := get(t, s.Handler(), http.MethodGet, p); code != want {
-				t.Errorf("pprof enabled=%v: GET %s = %d, want %d", enabled, p, code, want)
+	tests := []struct {
+		name   string
+		server *Server
+		want   int
+	}{
+		{"ops server", New("127.0.0.1:0", NewRegistry(), nil, zerolog.Nop()), http.StatusNotFound},
+		{"pprof server", NewPprof("127.0.0.1:0", zerolog.Nop()), http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, p := range paths {
+				if code, _ := get(t, tt.server.Handler(), http.MethodGet, p); code != tt.want {
+					t.Errorf("GET %s: got %d, want %d", p, code, tt.want)
+				}
 			}
+		})
+	}
+	for _, p := range []string{"/livez", "/readyz", "/metrics"} {
+		if code, _ := get(t, NewPprof("127.0.0.1:0", zerolog.Nop()).Handler(), http.MethodGet, p); code != http.StatusNotFound {
+			t.Errorf("pprof server GET %s: got %d, want 404", p, code)
 		}
+	}
+}
+
+// TestReadyzCachedCheck probes a failing check with Every and Failing set
+// from 50 goroutines at once: the check runs once, the body shows only
+// Failing, and the error is logged once.
+func TestReadyzCachedCheck(t *testing.T) {
+	const secretish = "https://login.example.test/tenant/oauth2/v2.0/token AADSTS7000215"
+	var mu sync.Mutex
+	runs := 0
+	release := make(chan struct{})
+	check := func(context.Context) error {
+		mu.Lock()
+		runs++
+		mu.Unlock()
+		<-release
+		return errors.New(secretish)
+	}
+	var logs syncBuffer
+	s := New("127.0.0.1:0", NewRegistry(), []Check{
+		{Name: "token", Func: check, Every: time.Hour, Failing: "cannot obtain a Graph token (see log)"},
+		{Name: "nats", Func: func(context.Context) error { return nil }},
+	}, zerolog.New(&logs))
+
+	const probes = 50
+	bodies := make(chan string, probes)
+	var wg sync.WaitGroup
+	for range probes {
+		wg.Go(func() {
+			code, body := get(t, s.Handler(), http.MethodGet, "/readyz")
+			if code != http.StatusServiceUnavailable {
+				t.Errorf("GET /readyz: got %d, want 503", code)
+			}
+			bodies <- body
+		})
+	}
+	// Let the probes pile up on the one run before it answers.
+	waitUntil(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return runs > 0
+	})
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(bodies)
+	// And later probes within Every reuse the result.
+	for range 5 {
+		get(t, s.Handler(), http.MethodGet, "/readyz")
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	if runs != 1 {
+		t.Errorf("check runs for %d probes: got %d, want 1", probes+5, runs)
+	}
+	want := "not ready\ntoken: cannot obtain a Graph token (see log)\n"
+	for body := range bodies {
+		if body != want {
+			t.Errorf("body: got %q, want %q", body, want)
+			break
+		}
+	}
+	if n := strings.Count(logs.String(), secretish); n != 1 {
+		t.Errorf("log lines with the check's error: got %d, want 1:\n%s", n, logs.String())
+	}
+}
+
+// TestReadyzLogsChanges logs a check's state when it changes, not per probe.
+func TestReadyzLogsChanges(t *testing.T) {
+	var mu sync.Mutex
+	var err error
+	check := func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return err
+	}
+	set := func(e error) {
+		mu.Lock()
+		defer mu.Unlock()
+		err = e
+	}
+	var logs syncBuffer
+	s := New("127.0.0.1:0", NewRegistry(), []Check{{Name: "nats", Func: check}}, zerolog.New(&logs))
+	for _, e := range []error{nil, nil, errors.New("down"), errors.New("down"), errors.New("down"), nil, nil} {
+		set(e)
+		get(t, s.Handler(), http.MethodGet, "/readyz")
+	}
+	got := logs.String()
+	if n := strings.Count(got, "readiness check failing"); n != 1 {
+		t.Errorf("failing lines: got %d, want 1:\n%s", n, got)
+	}
+	if n := strings.Count(got, "readiness check passing again"); n != 1 {
+		t.Errorf("passing lines: got %d, want 1:\n%s", n, got)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within a minute")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -168,7 +301,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 			name = "Listen then Run"
 		}
 		t.Run(name, func(t *testing.T) {
-			s := New("127.0.0.1:0", NewRegistry(), nil, false, zerolog.Nop())
+			s := New("127.0.0.1:0", NewRegistry(), nil, zerolog.Nop())
 			if listenFirst {
 				addr, err := s.Listen()
 				if err != nil {
@@ -231,7 +364,7 @@ func TestListenErrorNamesAddress(t *testing.T) {
 		}
 	}()
 	addr := busy.Addr().String()
-	s := New(addr, NewRegistry(), nil, false, zerolog.Nop())
+	s := New(addr, NewRegistry(), nil, zerolog.Nop())
 
 	if _, err := s.Listen(); err == nil || !strings.Contains(err.Error(), addr) {
 		t.Errorf("Listen on busy %s = %v, want error naming the address", addr, err)

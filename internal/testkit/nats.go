@@ -3,6 +3,7 @@ package testkit
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,6 +23,9 @@ type NATSOptions struct {
 	// Port, if non-zero, is the client port; otherwise a free one is picked
 	// once and kept across Restart.
 	Port int
+	// User and Password, when set, are the credentials the server requires;
+	// URL then carries none (see URLWith).
+	User, Password string
 }
 
 // NATS is one embedded nats-server with JetStream.
@@ -41,7 +45,7 @@ func StartNATS(t testing.TB, o NATSOptions) *NATS {
 	if port == 0 {
 		port = FreePort(t)
 	}
-	n := &NATS{t: t, opts: natsembed.Options{StoreDir: t.TempDir(), Port: port}}
+	n := &NATS{t: t, opts: natsembed.Options{StoreDir: t.TempDir(), Port: port, User: o.User, Password: o.Password}}
 	n.start()
 	t.Cleanup(n.Shutdown)
 	return n
@@ -60,6 +64,11 @@ func (n *NATS) start() {
 
 // URL is the client URL, the same across Restart.
 func (n *NATS) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port) }
+
+// URLWith is the client URL carrying user and password.
+func (n *NATS) URLWith(user, password string) string {
+	return fmt.Sprintf("nats://%s@127.0.0.1:%d", url.UserPassword(user, password).String(), n.opts.Port)
+}
 
 // Server is the running server, nil while shut down.
 func (n *NATS) Server() *server.Server {

@@ -3,6 +3,7 @@ package testkit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"maps"
 	"strconv"
@@ -171,6 +172,34 @@ func DeadLetters(t testing.TB, js jetstream.JetStream) []dlq.Stored {
 		t.Fatalf("dead letters: %v", last)
 	}
 	return letters
+}
+
+// DeadLetterMessages returns every message in the dead-letter stream as
+// stored, headers included, in stream order.
+func DeadLetterMessages(t testing.TB, js jetstream.JetStream) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, DeadLetterStream)
+	if err != nil {
+		t.Fatalf("dead-letter stream: %v", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("dead-letter stream info: %v", err)
+	}
+	var msgs []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("dead letter %d: %v", seq, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
 }
 
 // ConsumerInfo is the durable consumer's info, nil when it cannot be read.
