@@ -213,6 +213,7 @@ func (e *env) startReplica(cfg handler.Config, wrap func(handler.Graph) handler.
 	if err != nil {
 		e.t.Fatalf("ledger: %v", err)
 	}
+	cfg.Conn = nc
 	h := handler.New(cfg, g, dlq.NewPublisher(js, e.prefix), led, log, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{t: e.t, cancel: cancel, done: make(chan error, 1)}
