@@ -61,7 +61,7 @@ const maxHeaderBytes = 256
 
 // HeaderValue is s made safe for a NATS header: control characters (CR and
 // LF would end the header), bidirectional controls, line separators and
-// invalid UTF-8 become '_', and the result is at most maxHeaderBytes. The
+// invalid UTF-8 (and U+FFFD, its stand-in) become '_', and the result is at most maxHeaderBytes. The
 // full value, bounded, stays in the body.
 func HeaderValue(s string) string {
 	s = event.Truncate(s, maxHeaderBytes)
@@ -72,7 +72,7 @@ func HeaderValue(s string) string {
 	b.Grow(len(s))
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
-		if (r == utf8.RuneError && n == 1) || unsafeRune(r) {
+		if r == utf8.RuneError || unsafeRune(r) {
 			b.WriteByte('_')
 		} else {
 			b.WriteString(s[i : i+n])
