@@ -22,6 +22,8 @@ type Options struct {
 	ServerName string
 	// Cluster, when set, makes the server a member of a JetStream cluster.
 	Cluster *ClusterOptions
+	// Username and Password, when set, are the only credentials accepted.
+	Username, Password string
 }
 
 // ClusterOptions join a server to a cluster.
@@ -50,6 +52,7 @@ func Start(o Options) (*server.Server, error) {
 		JetStreamMaxMemory: 256 << 20,
 		JetStreamMaxStore:  16 << 30,
 	}
+	opts.Username, opts.Password = o.Username, o.Password
 	if c := o.Cluster; c != nil {
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: "127.0.0.1", Port: c.Port}
 		for _, r := range c.Routes {
