@@ -236,6 +236,9 @@ func TestUnstorableDeadLetterStaysRedeliverable(t *testing.T) {
 func TestDeletedDeadLetterStreamIsRecreated(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	// Once the handler pulls it has provisioned; what it finds missing
+	// from then on was deleted while it ran.
+	testkit.WaitPulling(t, e.js, 1)
 	if err := e.js.DeleteStream(t.Context(), dlqStream); err != nil {
 		t.Fatalf("delete dead-letter stream: %v", err)
 	}
