@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/sitefollow/sitefollow/internal/config"
 	"github.com/sitefollow/sitefollow/internal/dlq"
+	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/graphclient"
 	"github.com/sitefollow/sitefollow/internal/handler"
 	"github.com/sitefollow/sitefollow/internal/ledger"
@@ -74,7 +78,8 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		return err
 	}
 
-	nc, err := connectNATS(cfg, log)
+	natsClosed := make(chan struct{})
+	nc, err := connectNATS(cfg, log, natsClosed)
 	if err != nil {
 		return err
 	}
@@ -92,7 +97,9 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		return provision.Lookup(ctx, js, spec)
 	}
 
-	// Readiness: connected, streams present, a token obtained.
+	// Readiness: connected, streams present, a token obtained, every dead
+	// letter stored.
+	handlerMetrics := handler.NewMetrics(reg)
 	var streamsReady readiness
 	checks := []ops.Check{
 		{Name: "nats", Func: func(context.Context) error {
@@ -107,8 +114,20 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		// text: ask at most every tokenCheckEvery whatever the probe rate,
 		// and leave the details to the log.
 		{Name: "token", Func: graph.CheckToken, Every: tokenCheckEvery, Failing: "cannot obtain a Graph token (see log)"},
+		{Name: "dead letters", Func: func(context.Context) error {
+			if n := handlerMetrics.Stranded(); n > 0 {
+				return fmt.Errorf("%d requests whose dead letter cannot be stored are kept for redelivery (see the log)", n)
+			}
+			return nil
+		}},
 	}
 	opsServer := ops.New(cfg.HTTPAddr, reg, checks, log.With().Str("component", "http").Logger())
+	opsServer.SetLiveness(ops.Check{Name: "nats", Func: func(context.Context) error {
+		if nc.IsClosed() {
+			return errNATSClosed
+		}
+		return nil
+	}})
 	addr, err := opsServer.Listen()
 	if err != nil {
 		return err
@@ -137,15 +156,35 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		NakMaxDelay:     cfg.NakMaxDelay,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Pace:            graph.PaceLimit,
+		EventMaxBytes:   cfg.EventMaxBytes,
+		// The client's buffer must take the largest message the server
+		// accepts, or such a message would never be delivered.
+		PullMaxBytes: max(16<<20, int(nc.MaxPayload())+64<<10),
+		Conn:         nc,
 	}
-	handlerMetrics := handler.NewMetrics(reg)
 	dead := dlq.NewPublisher(js, cfg.DLQSubjectPrefix)
+	if cfg.Provision {
+		// A dead-letter stream deleted while running is re-created, as the
+		// request stream is, rather than leaving every dead letter unstorable.
+		dead.SetRecreate(func(ctx context.Context) error { return provision.EnsureDeadLetterStream(ctx, js, spec) })
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return opsServer.Run(gctx) })
 	if pprofServer != nil {
 		g.Go(func() error { return pprofServer.Run(gctx) })
 	}
+	g.Go(func() error {
+		// A connection closed for good cannot come back: stop, and exit
+		// non-zero so the process is restarted.
+		select {
+		case <-natsClosed:
+			log.Error().Msg("nats connection closed for good; exiting")
+			return errNATSClosed
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	g.Go(func() error {
 		// Fail loudly at start-up on bad credentials; readiness keeps asking.
 		if err := graph.CheckToken(gctx); err != nil {
@@ -222,19 +261,55 @@ func replicaName() string {
 	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8])
 }
 
-func connectNATS(cfg config.Config, log zerolog.Logger) (*nats.Conn, error) {
+// errNATSClosed says the NATS connection closed while the process still
+// needed it; the client never reconnects a closed connection.
+var errNATSClosed = errors.New("nats connection closed")
+
+// natsErrBytes bounds error text from the server in a log line.
+const natsErrBytes = 1024
+
+// connectNATS connects for good: every failure, including an authorization
+// error (wrong password, revoked credentials), is retried with backoff and
+// logged with the server's text, so the consumer recovers by itself once
+// the server lets it in. closed is closed if the connection is closed
+// anyway (the client gives up after some protocol errors).
+func connectNATS(cfg config.Config, log zerolog.Logger, closed chan<- struct{}) (*nats.Conn, error) {
+	var once sync.Once
+	natsErr := func(err error) string { return event.Truncate(err.Error(), natsErrBytes) }
 	opts := []nats.Option{
 		nats.Name("sitefollow/" + version),
 		// Retry forever: NATS restarts are routine and the consumer must
 		// recover on its own.
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
+		// The client gives up on a server that refused the same credentials
+		// twice; credentials get fixed on the server, so keep trying.
+		nats.IgnoreAuthErrorAbort(),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return min(time.Second<<min(max(attempts-1, 0), 4), 10*time.Second)
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn().Err(err).Msg("nats disconnected")
+			if err != nil {
+				log.Warn().Str("error", natsErr(err)).Msg("nats disconnected")
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			logNATSError(log, err, natsErr(err), "nats connect failed; retrying")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			logNATSError(log, err, natsErr(err), "nats error")
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
+		}),
+		nats.ConnectHandler(func(c *nats.Conn) {
+			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats connected")
+		}),
+		nats.ClosedHandler(func(c *nats.Conn) {
+			if err := c.LastError(); err != nil {
+				log.Warn().Str("error", natsErr(err)).Msg("nats connection closed")
+			}
+			once.Do(func() { close(closed) })
 		}),
 	}
 	if cfg.NATSCredsFile != "" {
@@ -242,9 +317,34 @@ func connectNATS(cfg config.Config, log zerolog.Logger) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", cfg.NATSURL, err)
+		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(cfg.NATSURL), err)
 	}
 	return nc, nil
+}
+
+// logNATSError logs an error from the NATS client: authorization and
+// permission errors at error level (an operator must act), others at warn.
+func logNATSError(log zerolog.Logger, err error, text, msg string) {
+	if err == nil {
+		return
+	}
+	ev := log.Warn()
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) ||
+		errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, nats.ErrAccountAuthExpired) {
+		ev = log.Error()
+	}
+	ev.Str("error", text).Msg(msg)
+}
+
+// redactURL drops passwords from a NATS URL list for messages.
+func redactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 func waitClosed(nc *nats.Conn, limit time.Duration) {

@@ -52,6 +52,7 @@ type Config struct {
 	BatchLinger     time.Duration
 	BatchQuiet      time.Duration
 	EventMaxSites   int
+	EventMaxBytes   int
 	AckWait         time.Duration
 	MaxDeliver      int
 	MaxAckPending   int

@@ -6,9 +6,9 @@ package dlq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,8 +28,9 @@ const (
 
 // Publisher publishes dead letters to JetStream.
 type Publisher struct {
-	js     jetstream.JetStream
-	prefix string
+	js       jetstream.JetStream
+	prefix   string
+	recreate func(ctx context.Context) error
 }
 
 // NewPublisher returns a Publisher for subjects <prefix>.<code>.
@@ -37,60 +38,82 @@ func NewPublisher(js jetstream.JetStream, prefix string) *Publisher {
 	return &Publisher{js: js, prefix: prefix}
 }
 
-// Subject returns the subject a dead letter with code goes to. Graph codes
-// are camelCase words, but a code is never trusted to be a valid subject
-// token, so anything outside [A-Za-z0-9_-] becomes '_'.
-func Subject(prefix, code string) string {
-	return prefix + "." + token(code)
-}
-
-func token(code string) string {
-	if code == "" {
-		return "unknown"
-	}
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
-			return r
-		}
-		return '_'
-	}, code)
-}
+// Errors a Publish may end in, besides the transport's: the dead letter
+// was not stored, so the request it is about must not be acknowledged.
+var (
+	// ErrDuplicate means the dead-letter stream already held a message with
+	// this dead letter's id although no earlier delivery could have stored
+	// it: another message's dead letter, so this one was dropped.
+	ErrDuplicate = errors.New("dead letter dropped as a duplicate")
+)
 
 // MsgID is the deterministic Nats-Msg-Id of a dead letter: its origin
-// message and site. A redelivered request that fails again within the
-// stream's duplicates window is therefore stored once.
+// message (stream, the stream's creation time, sequence) and site. A
+// redelivered request that fails again within the stream's duplicates
+// window is therefore stored once, while a request stream re-created with
+// sequences from 1 gives its messages new ids.
 func MsgID(d event.DeadLetter) string {
 	site := "event"
 	if d.SiteID != "" {
 		site = event.SiteKey(d.SiteID)
 	}
-	return "sitefollow-dlq:" + d.Origin.Stream + ":" + strconv.FormatUint(d.Origin.Sequence, 10) + ":" + site
+	created := "0"
+	if !d.Origin.StreamCreated.IsZero() {
+		created = strconv.FormatInt(d.Origin.StreamCreated.UnixNano(), 10)
+	}
+	return HeaderValue("sitefollow-dlq:" + d.Origin.Stream + ":" + created + ":" + strconv.FormatUint(d.Origin.Sequence, 10) + ":" + site)
 }
 
-// Publish stores d and returns once JetStream has acknowledged it.
+// headerRoom is what a dead letter's headers and protocol line may take of
+// the server's max_payload: the body gets the rest.
+const headerRoom = 4 << 10
+
+// Publish stores d and returns once JetStream has acknowledged it. d is
+// first bounded (event.DeadLetter.Fit) to what the server accepts, so no
+// field from outside can make it unstorable. A stream that has disappeared
+// is re-created first when SetRecreate gave a way to.
 func (p *Publisher) Publish(ctx context.Context, d event.DeadLetter) error {
+	limit := event.MaxPayloadBytes * 2
+	if mp := int(p.js.Conn().MaxPayload()); mp > 0 {
+		limit = min(limit, mp-headerRoom)
+	}
+	d = d.Fit(limit)
 	body, err := event.EncodeDeadLetter(d)
 	if err != nil {
 		return fmt.Errorf("publish dead letter: %w", err)
 	}
 	msg := nats.NewMsg(Subject(p.prefix, d.Error.Code))
 	msg.Data = body
-	msg.Header.Set(HeaderCode, d.Error.Code)
+	msg.Header.Set(HeaderCode, HeaderValue(d.Error.Code))
 	if d.UserID != "" {
-		msg.Header.Set(HeaderUser, d.UserID)
+		msg.Header.Set(HeaderUser, HeaderValue(d.UserID))
 	}
 	if d.Action != "" {
-		msg.Header.Set(HeaderAction, string(d.Action))
+		msg.Header.Set(HeaderAction, HeaderValue(string(d.Action)))
 	}
 	if d.SiteID != "" {
-		msg.Header.Set(HeaderSite, d.SiteID)
+		msg.Header.Set(HeaderSite, HeaderValue(d.SiteID))
 	}
-	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(MsgID(d))); err != nil {
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(MsgID(d)))
+	if errors.Is(err, jetstream.ErrNoStreamResponse) && p.recreate != nil {
+		if rerr := p.recreate(ctx); rerr != nil {
+			return fmt.Errorf("publish dead letter to %s: %w (re-creating the stream: %w)", msg.Subject, err, rerr)
+		}
+		ack, err = p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(MsgID(d)))
+	}
+	if err != nil {
 		return fmt.Errorf("publish dead letter to %s: %w", msg.Subject, err)
+	}
+	if ack.Duplicate && d.Attempts <= 1 {
+		return fmt.Errorf("publish dead letter to %s: id %s: %w", msg.Subject, MsgID(d), ErrDuplicate)
 	}
 	return nil
 }
+
+// SetRecreate sets how Publish re-creates the dead-letter stream when it
+// finds none (deleted while running); nil leaves a missing stream an error.
+// Call it before the first Publish.
+func (p *Publisher) SetRecreate(f func(ctx context.Context) error) { p.recreate = f }
 
 // Stored is a dead letter as the stream holds it.
 type Stored struct {

@@ -1,27 +1,12 @@
 package event
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/sitefollow/sitefollow/internal/jsonscan"
 	"time"
 )
-
-// SetPayload records the payload of the message d is about: as Event when it
-// is a JSON object, so the dead letter stays readable and can be replayed as
-// is, and otherwise as RawPayload. It copies data, since message buffers may
-// be reused once the message is acknowledged.
-func (d *DeadLetter) SetPayload(data []byte) {
-	if obj := trimSpace(data); len(obj) > 0 && obj[0] == '{' && json.Valid(obj) {
-		d.Event = json.RawMessage(bytes.Clone(obj))
-		d.RawPayload = nil
-		return
-	}
-	d.Event = nil
-	d.RawPayload = bytes.Clone(data)
-}
 
 // EncodeDeadLetter renders d as JSON in the schemas/dead-letter.v1.schema.json
 // format. It refuses a dead letter that a reader of that format would refuse
@@ -63,6 +48,8 @@ type deadLetterWire struct {
 	Origin     *originWire     `json:"origin"`
 	Event      json.RawMessage `json:"event"`
 	RawPayload []byte          `json:"rawPayload"`
+	Narrowed   bool            `json:"narrowed"`
+	Truncated  map[string]int  `json:"truncated"`
 }
 
 type failureWire struct {
@@ -74,9 +61,10 @@ type failureWire struct {
 }
 
 type originWire struct {
-	Stream   string  `json:"stream"`
-	Sequence *uint64 `json:"sequence"`
-	Subject  *string `json:"subject"`
+	Stream   string    `json:"stream"`
+	Sequence *uint64   `json:"sequence"`
+	Subject  *string   `json:"subject"`
+	Created  time.Time `json:"streamCreated"`
 }
 
 func decodeDeadLetter(data []byte) (DeadLetter, error) {
@@ -130,12 +118,15 @@ func decodeDeadLetter(data []byte) (DeadLetter, error) {
 		Attempts: *w.Attempts,
 		DeadAt:   *w.DeadAt,
 		Origin: Origin{
-			Stream:   w.Origin.Stream,
-			Sequence: *w.Origin.Sequence,
-			Subject:  *w.Origin.Subject,
+			Stream:        w.Origin.Stream,
+			Sequence:      *w.Origin.Sequence,
+			Subject:       *w.Origin.Subject,
+			StreamCreated: w.Origin.Created,
 		},
 		Event:      w.Event,
 		RawPayload: w.RawPayload,
+		Narrowed:   w.Narrowed,
+		Truncated:  w.Truncated,
 	}
 	if err := checkDeadLetter(d); err != nil {
 		return DeadLetter{}, err

@@ -79,8 +79,15 @@ type DeadLetter struct {
 	Origin   Origin    `json:"origin"`
 	// Event is the original event when it was a JSON object.
 	Event json.RawMessage `json:"event,omitempty"`
-	// RawPayload is the original payload (base64 in JSON) when it was not.
+	// RawPayload is the original payload (base64 in JSON) when it was not,
+	// or when it was too large to keep whole (then only its beginning).
 	RawPayload []byte `json:"rawPayload,omitempty"`
+	// Narrowed says Event is the request narrowed to SiteID, not the whole
+	// event; Origin locates the whole event.
+	Narrowed bool `json:"narrowed,omitempty"`
+	// Truncated lists the fields that were cut to keep the dead letter
+	// storable, with each one's original length in bytes.
+	Truncated map[string]int `json:"truncated,omitempty"`
 }
 
 // Failure describes why a site or event was dead-lettered.
@@ -97,4 +104,8 @@ type Origin struct {
 	Stream   string `json:"stream"`
 	Sequence uint64 `json:"sequence"`
 	Subject  string `json:"subject"`
+	// StreamCreated is when the origin stream was created: with Stream and
+	// Sequence it identifies the request message even after the stream is
+	// re-created and sequences restart at 1.
+	StreamCreated time.Time `json:"streamCreated,omitzero"`
 }

@@ -31,6 +31,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
+
+	"github.com/sitefollow/sitefollow/internal/event"
 )
 
 // Operation is the followedSites action a call performs.
@@ -1109,15 +1111,27 @@ func (r *run) logCall(resp *response, err error) {
 		if resp.status >= 400 {
 			ev = ev.Str("error_code", resp.wholeCallError("").Code)
 		}
-		if len(resp.unrequested) > 0 {
+		if n := len(resp.unrequested); n > 0 {
 			// Graph answered for ids nobody asked about; they are ignored.
-			ev = ev.Strs("unrequested_ids", resp.unrequested)
+			// A few, each cut short, keep the line bounded however many.
+			ids := make([]string, 0, min(n, maxLoggedIDs))
+			for _, id := range resp.unrequested[:min(n, maxLoggedIDs)] {
+				ids = append(ids, event.Truncate(id, maxLoggedIDBytes))
+			}
+			ev = ev.Strs("unrequested_ids", ids).Int("unrequested", n)
 		}
 	} else {
 		ev = ev.AnErr("error", info.err)
 	}
 	ev.Msg("graph call")
 }
+
+// maxLoggedIDs and maxLoggedIDBytes bound the unrequested ids one log line
+// lists: a 207 may list any number, of any length.
+const (
+	maxLoggedIDs     = 10
+	maxLoggedIDBytes = 256
+)
 
 // graphError is Graph's error object, whole-call or per entry.
 type graphError struct {

@@ -531,3 +531,31 @@ func TestRetryAfterBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestUnrequestedIDsKeepTheLogLineBounded: a 207 listing 100,000 ids nobody
+// asked for, some of them long, still logs one line of at most 64 KiB.
+func TestUnrequestedIDsKeepTheLogLineBounded(t *testing.T) {
+	flood := func(w http.ResponseWriter, ids []string) {
+		value := []any{map[string]any{"id": ids[0]}}
+		for i := range 100_000 {
+			id := fmt.Sprintf("u%d", i)
+			if i%1000 == 0 {
+				id += strings.Repeat("z", 10_000) // a long one now and then
+			}
+			value = append(value, map[string]any{"id": id})
+		}
+		writeJSON(w, http.StatusMultiStatus, map[string]any{"value": value})
+	}
+	g := newScriptedGraph(t, flood)
+	var buf syncBuffer
+	c := newScriptedClient(t, g, &countingCredential{}, func(cfg *Config) { cfg.Logger = zerolog.New(&buf) })
+	c.Apply(context.Background(), "u1", Add, siteIDs(1, 1))
+	for i, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if len(line) > 64<<10 {
+			t.Errorf("log line %d: got %d bytes, want at most %d", i, len(line), 64<<10)
+		}
+		if !strings.Contains(line, `"unrequested":100000`) {
+			t.Errorf("log line %d does not count the unrequested ids: %.300s", i, line)
+		}
+	}
+}

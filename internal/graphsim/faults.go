@@ -35,8 +35,9 @@ type faults struct {
 }
 
 type siteFailure struct {
-	code string
-	n    int
+	code    string
+	message string // empty: the code's usual message
+	n       int
 }
 
 func newFaults() faults {
@@ -96,6 +97,18 @@ func (s *Server) FailSite(siteID, code string, n int) {
 		return
 	}
 	s.faults.failSites[k] = siteFailure{code: code, n: n}
+}
+
+// FailSiteWith is FailSite with Graph's error message given, for hostile
+// answers (an empty code, a message of megabytes).
+func (s *Server) FailSiteWith(siteID, code, message string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n <= 0 {
+		delete(s.faults.failSites, lookupKey(siteID))
+		return
+	}
+	s.faults.failSites[lookupKey(siteID)] = siteFailure{code: code, message: message, n: n}
 }
 
 // OmitSite makes the next n add calls containing siteID answer 207 without

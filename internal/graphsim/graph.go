@@ -439,7 +439,7 @@ func (s *Server) applyLocked(op, user string, ids []string, chaos *chaosVerdict)
 			} else {
 				f.failSites[k] = fail
 			}
-			entries = append(entries, errorEntryJSON(echoID(id, info, upper), fail.code))
+			entries = append(entries, errorEntryWithMessage(echoID(id, info, upper), fail.code, fail.message))
 			failed = true
 			continue
 		}

@@ -107,6 +107,21 @@ func errorEntryJSON(id, code string) []byte {
 	return b
 }
 
+// errorEntryWithMessage is errorEntryJSON with message in place of the
+// code's usual one, unless message is empty.
+func errorEntryWithMessage(id, code, message string) []byte {
+	if message == "" {
+		return errorEntryJSON(id, code)
+	}
+	e := newErrorEntry(id, code)
+	e.Error.Message, e.Error.InnerError.Message = message, message
+	b, err := json.Marshal(e)
+	if err != nil {
+		panic("graphsim: encode error entry: " + err.Error())
+	}
+	return b
+}
+
 func transientSiteCode(code string) bool {
 	switch code {
 	case "activityLimitReached", "serviceNotAvailable", "generalException", "throttledRequest":

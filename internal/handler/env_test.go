@@ -62,6 +62,8 @@ type env struct {
 	current *replica
 	logSink io.Writer
 	graph   handler.Graph
+	// metrics, when set, are the handlers' metrics.
+	metrics *handler.Metrics
 	// replicas counts handlers started, to name each one's leases.
 	replicas int
 }
@@ -70,6 +72,7 @@ type option func(*env)
 
 func withConfig(f func(*handler.Config)) option { return func(e *env) { f(&e.cfg) } }
 func withDLQPrefix(p string) option             { return func(e *env) { e.prefix = p } }
+func withMetrics(m *handler.Metrics) option     { return func(e *env) { e.metrics = m } }
 
 func newEnv(t *testing.T, opts ...option) *env {
 	t.Helper()
@@ -203,7 +206,12 @@ func (e *env) startReplica(cfg handler.Config, wrap func(handler.Graph) handler.
 	if err != nil {
 		e.t.Fatalf("ledger: %v", err)
 	}
-	h := handler.New(cfg, g, dlq.NewPublisher(js, e.prefix), led, log, nil)
+	cfg.Conn = nc
+	pub := dlq.NewPublisher(js, e.prefix)
+	// As in production with provisioning on: a deleted dead-letter stream
+	// is re-created.
+	pub.SetRecreate(func(ctx context.Context) error { return provision.EnsureDeadLetterStream(ctx, js, e.spec) })
+	h := handler.New(cfg, g, pub, led, log, e.metrics)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{t: e.t, cancel: cancel, done: make(chan error, 1)}
 	e.current = r

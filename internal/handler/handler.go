@@ -23,9 +23,11 @@ package handler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -49,6 +51,8 @@ type Ledger interface {
 	Commit(ctx context.Context, ls *ledger.Lease, outcomes map[string]ledger.Settlement) error
 	Release(ctx context.Context, ls *ledger.Lease) error
 	InStream(ctx context.Context, seq uint64) (bool, error)
+	// StreamCreated re-reads when the request stream was created.
+	StreamCreated(ctx context.Context) (time.Time, error)
 }
 
 // leaseMargin is how much longer than a Graph call a lease must still run
@@ -80,8 +84,22 @@ type Config struct {
 	NakBaseDelay    time.Duration
 	NakMaxDelay     time.Duration
 	ShutdownTimeout time.Duration
-	// PullMaxMessages is how many messages the client buffers per pull.
+	// PullMaxMessages sizes the inbox: how many messages may arrive beyond
+	// what is held.
 	PullMaxMessages int
+	// PullMaxBytes is how many bytes of messages the client buffers
+	// (jetstream.PullMaxBytes); it must exceed the server's max_payload, or
+	// a message that large would never be delivered. Zero means 16 MiB.
+	PullMaxBytes int
+	// EventMaxBytes is the largest request payload decoded; larger ones are
+	// dead-lettered as invalidEvent without being parsed. Zero means 64 KiB.
+	EventMaxBytes int
+	// HeldPayloadBytes bounds the payloads of invalid events held until
+	// their dead letters are stored. Zero means 32 MiB.
+	HeldPayloadBytes int
+	// Conn is the connection acknowledgements are published on (to each
+	// message's reply subject); required.
+	Conn *nats.Conn
 	// LeaseHold is how long this replica may keep a user's lease across
 	// batches; past it the lease is given up after each batch so other
 	// replicas holding requests for the user get their turn. A kept lease
@@ -98,15 +116,15 @@ type Config struct {
 
 // Handler consumes request messages. Create it with New.
 type Handler struct {
-	cfg     Config
+	cfg Config
 	// graphSlots bounds the batches in Graph calls at once.
 	graphSlots chan struct{}
-	graph   Graph
-	dlq     DeadLetters
-	ledger  Ledger
-	log     zerolog.Logger
-	metrics *Metrics
-	decoder event.Decoder
+	graph      Graph
+	dlq        DeadLetters
+	ledger     Ledger
+	log        zerolog.Logger
+	metrics    *Metrics
+	decoder    event.Decoder
 }
 
 // New returns a Handler. metrics may be nil.
@@ -116,6 +134,15 @@ func New(cfg Config, graph Graph, dlq DeadLetters, led Ledger, log zerolog.Logge
 	}
 	if cfg.PullMaxMessages <= 0 {
 		cfg.PullMaxMessages = min(max(cfg.MaxAckPending/4, 100), 5000)
+	}
+	if cfg.PullMaxBytes <= 0 {
+		cfg.PullMaxBytes = 16 << 20
+	}
+	if cfg.EventMaxBytes <= 0 {
+		cfg.EventMaxBytes = DefaultEventMaxBytes
+	}
+	if cfg.HeldPayloadBytes <= 0 {
+		cfg.HeldPayloadBytes = 32 << 20
 	}
 	if cfg.LeaseHold <= 0 {
 		cfg.LeaseHold = min(max(5*cfg.BatchLinger, 2*time.Second), 20*time.Second)
@@ -128,6 +155,9 @@ func New(cfg Config, graph Graph, dlq DeadLetters, led Ledger, log zerolog.Logge
 // Graph slots, so ledger round trips overlap other batches' Graph calls.
 func (h *Handler) workerLimit() int { return 2 * max(h.cfg.MaxConcurrency, 1) }
 
+// DefaultEventMaxBytes is the default of Config.EventMaxBytes.
+const DefaultEventMaxBytes = 64 << 10
+
 // delivery is a decoded message on its way from the Consume callback to the
 // loop. The request travels beside the message rather than in it: once
 // aggregated, only its sites matter, and a held message stays small.
@@ -136,11 +166,28 @@ type delivery struct {
 	req event.Request
 }
 
-// tracked is one delivered message while the handler holds it.
+// tracked is one delivered message while the handler holds it: only what
+// settling it needs, never the payload of a valid request (held messages
+// would otherwise hold their payloads for as long as they wait to batch).
 type tracked struct {
-	msg      jetstream.Msg
-	meta     *jetstream.MsgMetadata
-	err      error // decode failure: dead-letter as invalidEvent
+	reply   string // where acknowledgements go
+	subject string
+	meta    *jetstream.MsgMetadata
+	// epoch is when the request stream was created, as read when the
+	// subscription started: it tells messages of a re-created stream apart.
+	epoch time.Time
+	// req is the request without its sites (the batch holds those), for
+	// the per-site dead letters.
+	req event.Request
+	err error // decode failure: dead-letter as invalidEvent
+	// payload is, for an invalid event only, the beginning of its payload
+	// (at most event.MaxPayloadBytes) for its dead letter; size is the
+	// payload's full length.
+	payload []byte
+	size    int
+	// unstored says a dead letter for the message could not be stored, so
+	// it is NAKed and counted as stranded until one is.
+	unstored bool
 	progress time.Time
 	// notBefore is the longest Retry-After Graph gave for one of the
 	// message's sites; a NAK never asks for redelivery sooner.
@@ -215,8 +262,11 @@ type result struct {
 func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 	// Buffered beyond anything the server can have outstanding, so the
 	// Consume callback never waits on the loop.
+	if h.cfg.Conn == nil {
+		return errors.New("handler: run: no connection for acknowledgements")
+	}
 	inbox := make(chan delivery, h.cfg.MaxAckPending+h.cfg.PullMaxMessages)
-	in := newIntake(h.cfg.MaxAckPending)
+	in := newIntake(h.cfg.MaxAckPending, h.cfg.HeldPayloadBytes)
 	if h.cfg.Pace != nil {
 		in.setLimit(h.intakeLimit(h.cfg.Pace()))
 	}
@@ -249,17 +299,29 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 	return runErr
 }
 
-// settle acks or NAKs a done message.
+// Acknowledgement bodies, as the JetStream API defines them.
+var (
+	ackBody      = []byte("+ACK")
+	progressBody = []byte("+WPI")
+)
+
+// settle acks or NAKs a done message. A message whose dead letter could not
+// be stored is NAKed whatever retry says, and counted as stranded until a
+// later delivery stores it.
 func (h *Handler) settle(t *tracked, retry bool) {
+	h.metrics.strand(t.meta.Sequence.Stream, t.unstored, h.cfg.Now())
+	if t.unstored {
+		retry = true
+	}
 	if !retry {
-		if err := t.msg.Ack(); err != nil {
+		if err := h.cfg.Conn.Publish(t.reply, ackBody); err != nil {
 			h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("ack failed; the message will be redelivered")
 		}
 		h.metrics.settled(true)
 		return
 	}
 	delay := h.redeliveryDelay(t.meta.NumDelivered, t.notBefore)
-	if err := t.msg.NakWithDelay(delay); err != nil {
+	if err := h.cfg.Conn.Publish(t.reply, fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())); err != nil {
 		h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("nak failed; the message will be redelivered after AckWait")
 	}
 	h.metrics.settled(false)
@@ -289,7 +351,17 @@ func (h *Handler) nakDelay(delivered uint64) time.Duration {
 	return d
 }
 
-// lastDelivery reports whether the server will not deliver t again.
+// strandedHorizon is how long a stranded request not seen again still
+// counts: longer than any NAK delay and AckWait, so one that is coming back
+// is not forgotten in between.
+func (h *Handler) strandedHorizon() time.Duration {
+	return 2*h.cfg.NakMaxDelay + h.cfg.AckWait
+}
+
+// lastDelivery reports whether t has had every delivery SITEFOLLOW_MAX_DELIVER
+// allows. The limit is applied here, not by JetStream (the consumer's own
+// MaxDeliver is unlimited): a request whose dead letter cannot be stored
+// must stay redeliverable, never be left in the stream undelivered.
 func (h *Handler) lastDelivery(t *tracked) bool {
 	return h.cfg.MaxDeliver > 0 && t.meta.NumDelivered >= uint64(h.cfg.MaxDeliver)
 }

@@ -3,6 +3,7 @@ package handler_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -312,7 +313,11 @@ func TestDeadLetterIDsAreDeterministic(t *testing.T) {
 	if len(letters) != 1 {
 		t.Fatalf("dead letters: got %d, want 1", len(letters))
 	}
-	want := "sitefollow-dlq:" + stream + ":" + itoa(int(letters[0].Origin.Sequence)) + ":" + event.SiteKey(unknownSite)
+	created := letters[0].Origin.StreamCreated
+	if created.IsZero() {
+		t.Fatal("origin.streamCreated: got none, want the request stream's creation time")
+	}
+	want := "sitefollow-dlq:" + stream + ":" + strconv.FormatInt(created.UnixNano(), 10) + ":" + itoa(int(letters[0].Origin.Sequence)) + ":" + event.SiteKey(unknownSite)
 	if letters[0].MsgID != want {
 		t.Errorf("Nats-Msg-Id: got %q, want %q", letters[0].MsgID, want)
 	}

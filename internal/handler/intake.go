@@ -15,16 +15,22 @@ import (
 //
 // The bound follows the Graph pace: unlimited pace allows MaxAckPending,
 // a throttled one only what it can send within the intake horizon.
+//
+// It also bounds the bytes of payloads held (only invalid events keep
+// theirs, until their dead letters are stored), so memory follows bytes as
+// well as counts: one payload is always let in, however large.
 type intake struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	used   int
-	limit  int
-	closed bool
+	mu        sync.Mutex
+	cond      *sync.Cond
+	used      int
+	limit     int
+	bytes     int
+	byteLimit int
+	closed    bool
 }
 
-func newIntake(limit int) *intake {
-	in := &intake{limit: limit}
+func newIntake(limit, byteLimit int) *intake {
+	in := &intake{limit: limit, byteLimit: byteLimit}
 	in.cond = sync.NewCond(&in.mu)
 	return in
 }
@@ -41,10 +47,21 @@ func (in *intake) take() bool {
 	return !in.closed
 }
 
-// give frees n slots.
-func (in *intake) give(n int) {
+// takeBytes waits until n more payload bytes may be held.
+func (in *intake) takeBytes(n int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for in.bytes > 0 && in.bytes+n > in.byteLimit && !in.closed {
+		in.cond.Wait()
+	}
+	in.bytes += n
+}
+
+// give frees n slots and the payload bytes they held.
+func (in *intake) give(n, bytes int) {
 	in.mu.Lock()
 	in.used = max(in.used-n, 0)
+	in.bytes = max(in.bytes-bytes, 0)
 	in.mu.Unlock()
 	in.cond.Broadcast()
 }

@@ -69,6 +69,7 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 			if h.cfg.Pace != nil {
 				l.intake.setLimit(h.intakeLimit(h.cfg.Pace()))
 			}
+			h.metrics.pruneStranded(h.cfg.Now().Add(-h.strandedHorizon()))
 			sites, users := l.agg.Stats()
 			h.metrics.gauges(sites, users, l.held.n, l.intake.bound())
 		case err := <-sub.errs:
@@ -165,7 +166,7 @@ func (l *loop) dispatch(workCtx context.Context, force bool) {
 // release forgets a settled message and frees its intake slot.
 func (l *loop) release(t *tracked) {
 	l.held.remove(t)
-	l.intake.give(1)
+	l.intake.give(1, len(t.payload))
 }
 
 // busyDelay is how long a user served by another replica waits before the
@@ -185,7 +186,8 @@ func (l *loop) finish(workCtx context.Context, r result) {
 	case r.invalid != nil:
 		l.release(r.invalid)
 		if r.dlqErr != nil {
-			h.log.Error().Err(r.dlqErr).Msg("invalid event kept for redelivery")
+			r.invalid.unstored = true
+			h.log.Error().Err(r.dlqErr).Uint64("seq", r.invalid.meta.Sequence.Stream).Msg("invalid event kept for redelivery: its dead letter cannot be stored")
 		}
 		h.settle(r.invalid, r.dlqErr != nil)
 		return
@@ -264,7 +266,7 @@ func (l *loop) keepAlive() {
 			continue
 		}
 		t.progress = now
-		if err := t.msg.InProgress(); err != nil {
+		if err := l.h.cfg.Conn.Publish(t.reply, progressBody); err != nil {
 			l.h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("in-progress signal failed")
 		}
 	}

@@ -1,6 +1,11 @@
 package handler
 
 import (
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sitefollow/sitefollow/internal/event"
@@ -19,6 +24,15 @@ type Metrics struct {
 	heldMessages prometheus.Gauge
 	heldLimit    prometheus.Gauge
 	leases       *prometheus.CounterVec
+	dlqFailures  prometheus.Counter
+	strandedG    prometheus.Gauge
+
+	// stranded are the requests (by stream sequence) whose latest dead
+	// letter could not be stored, with when that was last seen; strandedN
+	// is their count, for /readyz.
+	mu        sync.Mutex
+	stranded  map[uint64]time.Time
+	strandedN atomic.Int64
 
 	// siteCounters are the sites vector's children, resolved once: they are bumped for
 	// every site, and a label lookup per site shows in profiles.
@@ -60,6 +74,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "User leases asked for: acquired, busy (another replica serves the user), error (the ledger could not be reached), lost (applied sites could not be recorded); deferred counts sites held back while a newer request for them is in doubt.",
 		}, []string{"result"}),
 	}
+	m.dlqFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sitefollow_dead_letter_failures_total",
+		Help: "Dead letters that could not be stored; their requests are NAKed and stay in the stream.",
+	})
+	m.strandedG = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sitefollow_stranded_requests",
+		Help: "Requests whose dead letter could not be stored at their latest delivery: kept for redelivery, never acknowledged, until one is.",
+	})
+	m.stranded = make(map[uint64]time.Time)
+	reg.MustRegister(m.dlqFailures, m.strandedG)
 	reg.MustRegister(m.events, m.sites, m.deadLetters, m.messages, m.pendingSites, m.inFlight, m.heldMessages, m.heldLimit, m.leases)
 	for a, action := range []event.Action{event.Follow, event.Unfollow} {
 		for o, outcome := range []string{"superseded", "applied", "rejected", "unresolved"} {
@@ -139,5 +163,56 @@ func (m *Metrics) gauges(pendingSites, inFlight, held, heldLimit int) {
 		m.inFlight.Set(float64(inFlight))
 		m.heldMessages.Set(float64(held))
 		m.heldLimit.Set(float64(heldLimit))
+	}
+}
+
+// maxStranded bounds the stranded set; beyond it the count saturates.
+const maxStranded = 100_000
+
+// strand records whether the request seq, settled now, is stranded: its
+// dead letter could not be stored.
+func (m *Metrics) strand(seq uint64, stranded bool, now time.Time) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case stranded:
+		if _, ok := m.stranded[seq]; ok || len(m.stranded) < maxStranded {
+			m.stranded[seq] = now
+		}
+	case !stranded:
+		delete(m.stranded, seq)
+	}
+	m.strandedN.Store(int64(len(m.stranded)))
+	m.strandedG.Set(float64(len(m.stranded)))
+}
+
+// pruneStranded forgets stranded requests not seen since before: another
+// replica settled them, or they were deleted.
+func (m *Metrics) pruneStranded(before time.Time) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	maps.DeleteFunc(m.stranded, func(_ uint64, at time.Time) bool { return at.Before(before) })
+	m.strandedN.Store(int64(len(m.stranded)))
+	m.strandedG.Set(float64(len(m.stranded)))
+}
+
+// Stranded is how many requests are stranded now: delivered, their dead
+// letter not storable, kept for redelivery. /readyz reports it.
+func (m *Metrics) Stranded() int {
+	if m == nil {
+		return 0
+	}
+	return int(m.strandedN.Load())
+}
+
+func (m *Metrics) deadLetterFailed() {
+	if m != nil {
+		m.dlqFailures.Inc()
 	}
 }

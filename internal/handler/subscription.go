@@ -1,12 +1,15 @@
 package handler
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sitefollow/sitefollow/internal/event"
 )
 
 // subscription is the live Consume of one consumer. Only the loop goroutine
@@ -33,8 +36,15 @@ func (s *subscription) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cc, err := cons.Consume(s.receive,
-		jetstream.PullMaxMessages(s.h.cfg.PullMaxMessages),
+	// Read after the consumer exists: a stream re-created since has a new
+	// creation time, and every message this subscription delivers is its.
+	epoch, err := s.h.ledger.StreamCreated(ctx)
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) { s.receive(msg, epoch) },
+		// Sized by bytes, so large messages cannot fill memory.
+		jetstream.PullMaxBytes(s.h.cfg.PullMaxBytes),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			select {
 			case s.errs <- err:
@@ -50,17 +60,37 @@ func (s *subscription) start(ctx context.Context) error {
 
 // receive is the Consume callback: decode, then hand over. It never does
 // I/O; it waits only while this process holds all it should (see intake).
-func (s *subscription) receive(msg jetstream.Msg) {
+//
+// Of the message it keeps only what settling it needs: a valid request's
+// payload is dropped once decoded, an invalid one's cut to what its dead
+// letter carries, and one larger than EventMaxBytes is not parsed at all.
+func (s *subscription) receive(msg jetstream.Msg, epoch time.Time) {
 	s.intake.take()
 	meta, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery; nothing to ack, nothing lost.
-		s.intake.give(1)
-		s.h.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata ignored")
+		s.intake.give(1, 0)
+		s.h.log.Error().Err(err).Str("subject", event.Truncate(msg.Subject(), 256)).Msg("message without JetStream metadata ignored")
 		return
 	}
-	d := delivery{t: &tracked{msg: msg, meta: meta, progress: s.h.cfg.Now()}}
-	d.req, d.t.err = s.h.decoder.Decode(msg.Data())
+	data := msg.Data()
+	t := &tracked{reply: msg.Reply(), subject: msg.Subject(), meta: meta, epoch: epoch, size: len(data), progress: s.h.cfg.Now()}
+	d := delivery{t: t}
+	if len(data) > s.h.cfg.EventMaxBytes {
+		t.err = &event.InvalidError{Reason: fmt.Sprintf("event of %d bytes exceeds the %d allowed (SITEFOLLOW_EVENT_MAX_BYTES)", len(data), s.h.cfg.EventMaxBytes)}
+	} else {
+		d.req, t.err = s.h.decoder.Decode(data)
+	}
+	if t.err != nil {
+		if len(data) <= s.h.cfg.EventMaxBytes {
+			t.req.UserID, t.req.Action = event.Peek(data)
+		}
+		t.payload = bytes.Clone(data[:min(len(data), event.MaxPayloadBytes)])
+		s.intake.takeBytes(len(t.payload))
+	} else {
+		t.req = d.req
+		t.req.SiteIDs = nil
+	}
 	s.inbox <- d
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sitefollow/sitefollow/internal/batch"
+	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/graphclient"
 	"github.com/sitefollow/sitefollow/internal/ledger"
@@ -196,45 +197,57 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 		f.Message = fmt.Sprintf("gave up after %d deliveries: %s: %s", t.meta.NumDelivered, f.Code, f.Message)
 		f.Code = event.CodeRetriesExhausted
 	}
+	// The site's own request, not the whole event again: a dead letter per
+	// rejected site of a large event would otherwise repeat all of it.
+	req := t.req
 	d := h.deadLetter(t, f)
 	d.UserID, d.Action, d.SiteID = userID, it.Action, it.Site
+	req.Action = it.Action
+	d.Event, d.Narrowed = event.NarrowedEvent(req, it.Site), true
 	if err := h.dlq.Publish(ctx, d); err != nil {
-		h.log.Error().Err(err).Str("user", userID).Str("site", it.Site).Str("code", f.Code).
-			Msg("dead-letter publish failed; the request will be redelivered")
+		h.log.Error().Err(err).Str("user", userID).Str("site", it.Site).Str("code", event.Truncate(f.Code, logCodeBytes)).
+			Uint64("seq", t.meta.Sequence.Stream).Msg("dead-letter publish failed; the request will be redelivered")
 		it.Retry = true
+		t.unstored = true
+		h.metrics.deadLetterFailed()
 		if r.Outcome == graphclient.Unresolved {
 			return ledger.Unknown
 		}
 		return ledger.Settled
 	}
 	it.Dead = true
-	h.metrics.deadLettered(f.Code)
+	h.metrics.deadLettered(dlq.Label(f.Code))
 	h.log.Info().Str("user", userID).Str("action", string(it.Action)).Str("site", it.Site).
-		Str("code", f.Code).Int("httpStatus", f.HTTPStatus).Msg("site dead-lettered")
+		Str("code", event.Truncate(f.Code, logCodeBytes)).Int("httpStatus", f.HTTPStatus).Msg("site dead-lettered")
 	return ledger.Settled
 }
 
+// logCodeBytes bounds an error code from outside in a log line; the full
+// code, bounded too, is in the dead letter.
+const logCodeBytes = 256
+
 func (h *Handler) deadLetter(t *tracked, f event.Failure) event.DeadLetter {
-	d := event.DeadLetter{
+	return event.DeadLetter{
 		Error:    f,
 		Attempts: int(t.meta.NumDelivered),
 		DeadAt:   h.cfg.Now().UTC(),
-		Origin:   event.Origin{Stream: t.meta.Stream, Sequence: t.meta.Sequence.Stream, Subject: t.msg.Subject()},
+		Origin: event.Origin{Stream: t.meta.Stream, Sequence: t.meta.Sequence.Stream, Subject: t.subject,
+			StreamCreated: t.epoch},
 	}
-	d.SetPayload(t.msg.Data())
-	return d
 }
 
 // deadLetterInvalid stores the dead letter for an event that failed
 // validation. Graph is never called for it.
 func (h *Handler) deadLetterInvalid(ctx context.Context, t *tracked) error {
 	d := h.deadLetter(t, event.Failure{Code: event.CodeInvalidEvent, Message: t.err.Error()})
-	d.UserID, d.Action = event.Peek(t.msg.Data())
+	d.UserID, d.Action = t.req.UserID, t.req.Action
+	d.SetPayloadPrefix(t.payload, t.size)
 	if err := h.dlq.Publish(ctx, d); err != nil {
+		h.metrics.deadLetterFailed()
 		return fmt.Errorf("dead-letter invalid event %d: %w", t.meta.Sequence.Stream, err)
 	}
 	h.metrics.deadLettered(event.CodeInvalidEvent)
-	h.log.Warn().Uint64("seq", t.meta.Sequence.Stream).Str("subject", t.msg.Subject()).
-		Str("reason", t.err.Error()).Msg("invalid event dead-lettered")
+	h.log.Warn().Uint64("seq", t.meta.Sequence.Stream).Str("subject", event.Truncate(t.subject, logCodeBytes)).
+		Str("reason", event.Truncate(t.err.Error(), 1024)).Msg("invalid event dead-lettered")
 	return nil
 }

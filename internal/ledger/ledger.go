@@ -88,6 +88,7 @@ type Ledger struct {
 	mu        sync.Mutex
 	floor     uint64    // the request stream's first sequence
 	epoch     string    // the request stream's creation time: its identity
+	created   time.Time // the same, as a time
 	refreshed time.Time // when floor and epoch were read
 }
 
@@ -128,6 +129,7 @@ func (l *Ledger) refresh(ctx context.Context) error {
 	defer l.mu.Unlock()
 	l.floor = info.State.FirstSeq
 	l.epoch = info.Created.UTC().Format(time.RFC3339Nano)
+	l.created = info.Created
 	l.refreshed = l.cfg.Now()
 	return nil
 }
@@ -469,4 +471,15 @@ func BucketConfig(bucket string, replicas int, leaseTTL time.Duration) jetstream
 // String renders a lease for logs.
 func (ls *Lease) String() string {
 	return "lease(" + strconv.Quote(ls.userKey) + ", rev " + strconv.FormatUint(ls.rev, 10) + ")"
+}
+
+// StreamCreated re-reads the request stream and returns when it was
+// created: its identity, since a re-created stream restarts its sequences.
+func (l *Ledger) StreamCreated(ctx context.Context) (time.Time, error) {
+	if err := l.refresh(ctx); err != nil {
+		return time.Time{}, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.created, nil
 }

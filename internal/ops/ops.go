@@ -70,8 +70,18 @@ type Server struct {
 	handler http.Handler
 	log     zerolog.Logger
 
-	mu sync.Mutex
-	ln net.Listener
+	mu   sync.Mutex
+	ln   net.Listener
+	live []Check
+}
+
+// SetLiveness makes /livez fail (503) while any of checks fails: for
+// conditions the process cannot recover from by itself, so it is restarted.
+// Checks must be quick and must not do I/O.
+func (s *Server) SetLiveness(checks ...Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live = append([]Check(nil), checks...)
 }
 
 // New returns a server for addr (host:port) exposing reg on /metrics and
@@ -120,9 +130,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) mux(reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
-		writeText(w, http.StatusOK, "ok\n")
-	})
+	mux.HandleFunc("GET /livez", s.livez)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		Registry:          reg,
@@ -131,6 +139,21 @@ func (s *Server) mux(reg *prometheus.Registry) *http.ServeMux {
 		EnableOpenMetrics: true,
 	}))
 	return mux
+}
+
+// livez is 200 while the process can still work; a failed liveness check
+// names itself only (details are logged where the condition arose).
+func (s *Server) livez(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	live := s.live
+	s.mu.Unlock()
+	for _, c := range live {
+		if err := c.Func(r.Context()); err != nil {
+			writeText(w, http.StatusServiceUnavailable, "not live\n"+c.Name+"\n")
+			return
+		}
+	}
+	writeText(w, http.StatusOK, "ok\n")
 }
 
 // readyz runs every check concurrently. A check that overruns its deadline

@@ -137,14 +137,17 @@ func (s Spec) StateBucketConfig() jetstream.KeyValueConfig {
 }
 
 // ConsumerConfig is the durable pull consumer's configuration. Its replicas
-// follow the stream's.
+// follow the stream's. Its MaxDeliver is unlimited whatever Spec.MaxDeliver
+// says: the consumer applies SITEFOLLOW_MAX_DELIVER itself, from each
+// message's delivery count, so a request whose dead letter cannot be stored
+// stays redeliverable instead of being left in the stream for good.
 func (s Spec) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       s.Consumer,
 		Description:   "sitefollow batching consumer",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.AckWait,
-		MaxDeliver:    s.MaxDeliver,
+		MaxDeliver:    -1,
 		MaxAckPending: s.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
@@ -167,6 +170,13 @@ func Apply(ctx context.Context, js jetstream.JetStream, s Spec) (jetstream.Consu
 		return nil, fmt.Errorf("provision consumer %s on %s: %w", s.Consumer, s.Stream, err)
 	}
 	return c, nil
+}
+
+// EnsureDeadLetterStream creates the dead-letter stream when it is missing
+// (deleted while the consumer runs), as Apply would; dlq.Publisher calls it
+// when a publish finds no stream.
+func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, s Spec) error {
+	return ensureStream(ctx, js, s, s.DeadLetterStream())
 }
 
 // ensureStream creates want, or reconciles an existing stream with it.
@@ -299,6 +309,9 @@ func Lookup(ctx context.Context, js jetstream.JetStream, s Spec) (jetstream.Cons
 	c, err := js.Consumer(ctx, s.Stream, s.Consumer)
 	if err != nil {
 		return nil, fmt.Errorf("look up consumer %s on %s: %w", s.Consumer, s.Stream, err)
+	}
+	if md := c.CachedInfo().Config.MaxDeliver; md > 0 {
+		s.report("consumer %s: MaxDeliver is %d; a request whose dead letter cannot be stored is left in the stream after that many deliveries (set it to -1: sitefollow applies SITEFOLLOW_MAX_DELIVER itself)", s.Consumer, md)
 	}
 	return c, nil
 }

@@ -61,8 +61,9 @@ func TestApplyIsIdempotentAndKeepsRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc := c.CachedInfo().Config
-	if cc.AckPolicy != jetstream.AckExplicitPolicy || cc.AckWait != time.Minute || cc.MaxDeliver != 10 || cc.MaxAckPending != 20000 {
-		t.Errorf("consumer: got %+v", cc)
+	if cc.AckPolicy != jetstream.AckExplicitPolicy || cc.AckWait != time.Minute || cc.MaxDeliver != -1 || cc.MaxAckPending != 20000 {
+		// MaxDeliver -1: the consumer applies SITEFOLLOW_MAX_DELIVER itself, so no request is stranded.
+		t.Errorf("consumer: got %+v, want explicit acks, AckWait 1m, MaxDeliver -1 (unlimited), MaxAckPending 20000", cc)
 	}
 	missing := spec
 	missing.Consumer = "nobody"
