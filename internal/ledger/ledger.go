@@ -247,7 +247,8 @@ func (l *Ledger) Acquire(ctx context.Context, userKey string) (*Lease, error) {
 // start again at 1) says nothing about the current one.
 func (l *Ledger) load(ctx context.Context, ls *Lease) error {
 	_, epoch := l.view(ctx)
-	ls.epoch, ls.applied, ls.pending, ls.recRev = epoch, map[string]uint64{}, map[string]uint64{}, 0
+	// Empty records stay nil maps: a replica may hold thousands of leases.
+	ls.epoch, ls.applied, ls.pending, ls.recRev = epoch, nil, nil, 0
 	e, err := l.kv.Get(ctx, "applied."+ls.key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
@@ -264,12 +265,7 @@ func (l *Ledger) load(ctx context.Context, ls *Lease) error {
 		return nil
 	}
 	if r.Stream == l.cfg.Stream && r.Epoch == epoch {
-		if r.Applied != nil {
-			ls.applied = r.Applied
-		}
-		if r.Pending != nil {
-			ls.pending = r.Pending
-		}
+		ls.applied, ls.pending = nonEmpty(r.Applied), nonEmpty(r.Pending)
 	}
 	return nil
 }
@@ -317,7 +313,7 @@ func (l *Ledger) Intend(ctx context.Context, ls *Lease, sending map[string]uint6
 	if len(sending) == 0 {
 		return nil
 	}
-	pending := maps.Clone(ls.pending)
+	pending := cloneMap(ls.pending, len(sending))
 	for site, seq := range sending {
 		k := siteHash(site)
 		pending[k] = max(pending[k], seq)
@@ -333,7 +329,7 @@ func (l *Ledger) Commit(ctx context.Context, ls *Lease, outcomes map[string]Sett
 	if len(outcomes) == 0 {
 		return nil
 	}
-	applied, pending := maps.Clone(ls.applied), maps.Clone(ls.pending)
+	applied, pending := cloneMap(ls.applied, len(outcomes)), cloneMap(ls.pending, 0)
 	changed := false
 	for site, o := range outcomes {
 		site := siteHash(site)
@@ -374,6 +370,7 @@ func (l *Ledger) store(ctx context.Context, ls *Lease, applied, pending map[stri
 	floor, _ := l.view(ctx)
 	prune(applied, floor)
 	prune(pending, floor)
+	applied, pending = nonEmpty(applied), nonEmpty(pending)
 	value, err := json.Marshal(record{Stream: l.cfg.Stream, Epoch: ls.epoch, Applied: applied, Pending: pending})
 	if err != nil {
 		return fmt.Errorf("ledger: %s for %q: %w", what, ls.userKey, err)
@@ -402,6 +399,21 @@ func (l *Ledger) InStream(ctx context.Context, seq uint64) (bool, error) {
 		return false, fmt.Errorf("ledger: look up request %d: %w", seq, err)
 	}
 	return true, nil
+}
+
+// cloneMap copies m with room for extra more entries; it never returns nil.
+func cloneMap(m map[string]uint64, extra int) map[string]uint64 {
+	out := make(map[string]uint64, len(m)+extra)
+	maps.Copy(out, m)
+	return out
+}
+
+// nonEmpty is m, or nil when m holds nothing.
+func nonEmpty(m map[string]uint64) map[string]uint64 {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // prune drops entries below floor: every request at or below such an entry
