@@ -68,7 +68,7 @@ func (h *Handler) process(ctx context.Context, j job) result {
 		h.release(ctx, ls)
 		return res
 	}
-	if ls.Age(h.cfg.Now()) < h.cfg.LeaseHold && ctx.Err() == nil {
+	if ls.Age(h.cfg.Now()) < h.cfg.LeaseHold && ctx.Err() == nil && b.NotBefore.IsZero() {
 		res.lease = ls
 		return res
 	}
@@ -77,8 +77,11 @@ func (h *Handler) process(ctx context.Context, j job) result {
 }
 
 // inDoubtWait is how long an item waits when a newer request for its site
-// is in doubt: that request comes back after its NAK delay or AckWait.
-const inDoubtWait = time.Second
+// is in doubt: that request comes back after its NAK delay or AckWait, very
+// likely to another replica, which needs this user's lease to settle it.
+// So a batch with deferred items gives the lease up, and waits longer than
+// a busy replica's longest back-off (busyDelay) before taking it again.
+const inDoubtWait = 2 * time.Second
 
 // screen marks Skip on items the user's record shows a request at least as
 // new was applied for, and Defer on those for which a newer request was sent
