@@ -12,25 +12,8 @@ import (
 
 	"github.com/sitefollow/sitefollow/internal/config"
 	"github.com/sitefollow/sitefollow/internal/graphsim"
+	"github.com/sitefollow/sitefollow/internal/testkit"
 )
-
-// lockedBuffer collects a logger's output from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // simSettings points a consumer at natsURL and sim, trusting the PEM
 // certificates in extraCAs as well as the simulator's authority.
@@ -54,7 +37,7 @@ func simSettings(t *testing.T, natsURL string, sim *graphsim.Server, extraCAs ..
 // test's process.
 type inProcess struct {
 	base string // http://host:port of the ops server
-	logs *lockedBuffer
+	logs *testkit.SyncBuffer
 	stop func() // cancels serve and waits for it; safe to repeat
 }
 
@@ -67,7 +50,7 @@ func serveInProcess(t *testing.T, settings map[string]string, waitStarted bool) 
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	p := &inProcess{logs: &lockedBuffer{}}
+	p := &inProcess{logs: &testkit.SyncBuffer{}}
 	log, err := config.NewLogger(cfg, p.logs)
 	if err != nil {
 		t.Fatalf("logger: %v", err)

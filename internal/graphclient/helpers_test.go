@@ -157,7 +157,8 @@ func lower(ids []string) []string {
 	return out
 }
 
-// syncBuffer is a goroutine-safe log sink.
+// syncBuffer is a goroutine-safe log sink. (testkit.SyncBuffer cannot be
+// used here: testkit imports bench, which imports this package.)
 type syncBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/sitefollow/sitefollow/internal/testkit"
 )
 
 func get(t *testing.T, h http.Handler, method, path string) (int, string) {
@@ -187,7 +189,7 @@ func TestReadyzCachedCheck(t *testing.T) {
 		<-release
 		return errors.New(secretish)
 	}
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	s := New("127.0.0.1:0", NewRegistry(), []Check{
 		{Name: "token", Func: check, Every: time.Hour, Failing: "cannot obtain a Graph token (see log)"},
 		{Name: "nats", Func: func(context.Context) error { return nil }},
@@ -251,7 +253,7 @@ func TestReadyzLogsChanges(t *testing.T) {
 		defer mu.Unlock()
 		err = e
 	}
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	s := New("127.0.0.1:0", NewRegistry(), []Check{{Name: "nats", Func: check}}, zerolog.New(&logs))
 	for _, e := range []error{nil, nil, errors.New("down"), errors.New("down"), errors.New("down"), nil, nil} {
 		set(e)
@@ -264,23 +266,6 @@ func TestReadyzLogsChanges(t *testing.T) {
 	if n := strings.Count(got, "readiness check passing again"); n != 1 {
 		t.Errorf("passing lines: got %d, want 1:\n%s", n, got)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func waitUntil(t *testing.T, cond func() bool) {
