@@ -376,12 +376,26 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 			deferred = true
 			continue
 		}
-		settle(it.Ticket, it.Retry && !it.Skip)
-		if it.Dead && len(it.superseded) > 0 {
+		retry := it.Retry && !it.Skip
+		settle(it.Ticket, retry)
+		// A loser with the winner's own sequence is another delivery of the
+		// same message (redelivered while this process still held it): it
+		// shares the winner's fate, or acking it would settle the message
+		// the winner sends back.
+		var older []loser[M]
+		for _, l := range it.superseded {
+			if l.ticket.Seq == it.Ticket.Seq {
+				settle(l.ticket, retry)
+			} else {
+				older = append(older, l)
+			}
+		}
+		if it.Dead && len(older) > 0 {
+			it.superseded = older
 			a.put(b.key, u, heir(it))
 			continue
 		}
-		for _, l := range it.superseded {
+		for _, l := range older {
 			settle(l.ticket, false)
 		}
 	}

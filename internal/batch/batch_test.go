@@ -386,3 +386,22 @@ func TestDeferredItemComesBackAloneAfterNotBefore(t *testing.T) {
 		t.Errorf("done: got %+v, want %+v", got, want)
 	}
 }
+
+func TestSecondDeliveryOfAMessageSharesItsFate(t *testing.T) {
+	// The same message (sequence 7) delivered twice while the first
+	// delivery was still held: if the batch sends it back, neither delivery
+	// may be acknowledged, or the message would leave the stream unapplied.
+	a := New[string](20, time.Second)
+	a.Add("u1", event.Unfollow, []string{site(1)}, 7, "first delivery", t0)
+	a.Add("u1", event.Unfollow, []string{site(1)}, 7, "second delivery", t0)
+	b, ok := a.Next(t0.Add(time.Second))
+	if !ok || len(b.Items) != 1 {
+		t.Fatalf("batch: got %+v, want one item", b)
+	}
+	b.Items[0].Retry = true
+	got := a.Complete(b, t0.Add(time.Second))
+	want := []Done[string]{{Msg: "first delivery", Retry: true}, {Msg: "second delivery", Retry: true}}
+	if !slices.Equal(got, want) {
+		t.Errorf("done: got %+v, want %+v", got, want)
+	}
+}
