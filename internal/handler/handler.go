@@ -47,6 +47,7 @@ type Graph interface {
 type Ledger interface {
 	Acquire(ctx context.Context, userKey string) (*ledger.Lease, error)
 	Ensure(ctx context.Context, ls *ledger.Lease, need time.Duration) error
+	KeepAlive(ctx context.Context, ls *ledger.Lease) (stop func())
 	Intend(ctx context.Context, ls *ledger.Lease, sending map[string]uint64) error
 	Commit(ctx context.Context, ls *ledger.Lease, outcomes map[string]ledger.Settlement) error
 	Release(ctx context.Context, ls *ledger.Lease) error

@@ -48,7 +48,9 @@ func (h *Handler) process(ctx context.Context, j job) result {
 		res.unavailable = err
 		return res
 	}
+	stopKeepAlive := h.ledger.KeepAlive(ctx, ls)
 	outcomes := h.send(ctx, b, ls)
+	stopKeepAlive()
 	// What Graph answered must be recorded even when shutdown cut the calls
 	// short, or it is sent again for nothing.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

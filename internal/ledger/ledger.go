@@ -164,6 +164,9 @@ type Lease struct {
 	key      string // base64url of userKey
 	rev      uint64 // revision of the lease key
 	acquired time.Time
+	// mu guards rev and validUntil: a batch's calls and its keep-alive both
+	// renew the lease.
+	mu sync.Mutex
 	// validUntil is conservative: the TTL counted from before the request
 	// that set it, so the server's expiry is never earlier.
 	validUntil time.Time
@@ -273,6 +276,8 @@ func (l *Ledger) load(ctx context.Context, ls *Lease) error {
 // Ensure makes sure the lease stays valid for at least need (a Graph call's
 // timeout), renewing it if less remains. ErrLost means it is gone.
 func (l *Ledger) Ensure(ctx context.Context, ls *Lease, need time.Duration) error {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
 	if l.cfg.Now().Add(need).Before(ls.validUntil) {
 		return nil
 	}
@@ -290,6 +295,36 @@ func (l *Ledger) Ensure(ctx context.Context, ls *Lease, need time.Duration) erro
 		return fmt.Errorf("ledger: renew lease of %q: a %v TTL cannot cover %v: %w", ls.userKey, l.cfg.LeaseTTL, need, ErrLost)
 	}
 	return nil
+}
+
+// KeepAlive renews ls every third of the lease TTL until stop is called,
+// so a batch that waits long for Graph (throttled, paced) keeps its user
+// rather than losing it halfway and sending its sites back. stop waits for
+// the renewer to end; a renewal that fails ends it too, and the batch's
+// next call or its commit then finds the lease lost.
+func (l *Ledger) KeepAlive(ctx context.Context, ls *Lease) (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(l.cfg.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if l.Ensure(ctx, ls, l.cfg.LeaseTTL*2/3) != nil {
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+	}
 }
 
 // Outcome is what became of one request for one site in a batch.
@@ -364,7 +399,10 @@ type Settlement struct {
 // store writes the record by compare-and-set, pruned, while the lease is
 // still valid.
 func (l *Ledger) store(ctx context.Context, ls *Lease, applied, pending map[string]uint64, what string) error {
-	if !l.cfg.Now().Before(ls.validUntil) {
+	ls.mu.Lock()
+	valid := l.cfg.Now().Before(ls.validUntil)
+	ls.mu.Unlock()
+	if !valid {
 		return fmt.Errorf("ledger: %s for %q: %w", what, ls.userKey, ErrLost)
 	}
 	floor, _ := l.view(ctx)
@@ -432,8 +470,11 @@ func prune(applied map[string]uint64, floor uint64) {
 // Release gives the lease up so another replica may serve the user at once.
 // A lease that cannot be released ends by its TTL.
 func (l *Ledger) Release(ctx context.Context, ls *Lease) error {
-	err := l.kv.Purge(ctx, "lease."+ls.key, jetstream.LastRevision(ls.rev), jetstream.PurgeTTL(l.cfg.LeaseTTL))
+	ls.mu.Lock()
+	rev := ls.rev
 	ls.validUntil = time.Time{}
+	ls.mu.Unlock()
+	err := l.kv.Purge(ctx, "lease."+ls.key, jetstream.LastRevision(rev), jetstream.PurgeTTL(l.cfg.LeaseTTL))
 	if err != nil {
 		return fmt.Errorf("ledger: release lease of %q: %w", ls.userKey, err)
 	}
@@ -482,6 +523,8 @@ func BucketConfig(bucket string, replicas int, leaseTTL time.Duration) jetstream
 
 // String renders a lease for logs.
 func (ls *Lease) String() string {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
 	return "lease(" + strconv.Quote(ls.userKey) + ", rev " + strconv.FormatUint(ls.rev, 10) + ")"
 }
 

@@ -325,3 +325,24 @@ func TestInStreamTellsUnsettledFromGone(t *testing.T) {
 		}
 	}
 }
+
+func TestKeepAliveHoldsALeasePastItsTTL(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	a, b := w.ledger("a", 2*time.Second), w.ledger("b", 2*time.Second)
+	la, err := a.Acquire(ctx, "ann@contoso.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := a.KeepAlive(ctx, la)
+	// Three TTLs: without renewals b would have the lease after the first.
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if _, err := b.Acquire(ctx, "ann@contoso.com"); !errors.Is(err, ErrBusy) {
+			t.Fatalf("b acquire while a keeps the lease alive: got %v, want ErrBusy", err)
+		}
+	}
+	stop()
+	if err := a.Commit(ctx, la, applied(map[string]uint64{"s1": 1})); err != nil {
+		t.Errorf("commit after a long wait: %v", err)
+	}
+}
