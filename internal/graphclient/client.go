@@ -189,7 +189,7 @@ type Config struct {
 	// with theirs. At least MaxResponseBytes. Default
 	// DefaultConcurrentAnswers × MaxResponseBytes.
 	MaxResponseMemory int64
-	Logger         zerolog.Logger
+	Logger            zerolog.Logger
 	// Metrics may be nil.
 	Metrics *Metrics
 	// Now defaults to time.Now. It must advance at the rate of real time:
