@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/sitefollow/sitefollow/internal/graphsim"
+	"github.com/sitefollow/sitefollow/internal/natsembed"
 	"github.com/sitefollow/sitefollow/internal/testkit"
 )
 
@@ -51,7 +52,7 @@ func TestDeadLetterPublishDenied(t *testing.T) {
 		t.Errorf("request stream: got %d messages, want the request kept", got)
 	}
 
-	ns.SetUsers(users())
+	ns.Reload(func(o *natsembed.Options) { o.Users = users() })
 	testkit.Eventually(t, 2*time.Minute, "the request to settle", func() bool { return testkit.StreamMsgs(js, "SITEFOLLOW") == 0 })
 	letters := testkit.DeadLetters(t, js)
 	if len(letters) != 1 || letters[0].Error.Code != "invalidEvent" {

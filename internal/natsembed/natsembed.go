@@ -33,6 +33,11 @@ type Options struct {
 	// Users, when set instead of User and Password, are the accounts'
 	// users with their permissions (tests of denied publishes).
 	Users []*server.User
+	// MaxControlLine is the longest protocol line the server accepts from
+	// a client; 0 keeps the server's default (4 KiB). A client sending a
+	// longer one is told so and disconnected, and the NATS client closes
+	// for good on that error (tests of a connection closed for good).
+	MaxControlLine int32
 }
 
 // ClusterOptions join a server to a cluster.
@@ -95,6 +100,7 @@ func serverOptions(o Options) (*server.Options, error) {
 		Password:           o.Password,
 		MaxPayload:         o.MaxPayload,
 		Users:              o.Users,
+		MaxControlLine:     o.MaxControlLine,
 	}
 	if c := o.Cluster; c != nil {
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: "127.0.0.1", Port: c.Port}

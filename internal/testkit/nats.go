@@ -27,7 +27,7 @@ type NATSOptions struct {
 	// URL then carries none (see URLWith).
 	User, Password string
 	// Users, instead of User and Password, are the server's users with
-	// their permissions; SetUsers changes them while it runs.
+	// their permissions; Reload changes them while it runs.
 	Users []*server.User
 }
 
@@ -80,14 +80,15 @@ func (n *NATS) Server() *server.Server {
 	return n.ns
 }
 
-// SetUsers replaces the server's users and their permissions by a
-// configuration reload, as an operator granting or revoking a permission
-// does; connected clients keep their connections.
-func (n *NATS) SetUsers(users []*server.User) {
+// Reload changes the running server's options by a configuration reload,
+// as an operator does (granting a permission, lowering a limit); edit gets
+// the options the server runs with. Connected clients keep their
+// connections, unless the new options make the server close them.
+func (n *NATS) Reload(edit func(*natsembed.Options)) {
 	n.t.Helper()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.opts.Users = users
+	edit(&n.opts)
 	if err := natsembed.Reload(n.ns, n.opts); err != nil {
 		n.t.Fatalf("nats: %v", err)
 	}
