@@ -71,8 +71,12 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		MaxAttempts:    cfg.GraphMaxAttempts,
 		MaxRetryAfter:  cfg.GraphMaxRetryAfter,
 		RequestTimeout: cfg.GraphTimeout,
-		Logger:         log.With().Str("component", "graph").Logger(),
-		Metrics:        graphclient.NewMetrics(reg),
+		// An answer need be no longer than a full batch's, and no more
+		// answers are read at once than users are served at once.
+		MaxResponseBytes:  graphclient.ResponseBytesFor(cfg.BatchMaxSites),
+		MaxResponseMemory: int64(cfg.MaxConcurrency) * int64(graphclient.ResponseBytesFor(cfg.BatchMaxSites)),
+		Logger:            log.With().Str("component", "graph").Logger(),
+		Metrics:           graphclient.NewMetrics(reg),
 	})
 	if err != nil {
 		return err

@@ -74,6 +74,7 @@ func (r *runner) scenarios() []scenario {
 		{"naive", 2, r.naive},
 		{"backlog", 2, r.backlog},
 		{"scaleout", 2 * maxReplicas, r.scaleout},
+		{"bigevents", len(bigEventsModes()), r.bigEvents},
 	}
 }
 
@@ -199,6 +200,9 @@ type sizes struct {
 	// with 1..scaleoutReplicas (at most maxReplicas) consumers, without and
 	// with a Graph budget.
 	scaleoutEvents, scaleoutUsers, scaleoutReplicas int
+	// bigevents publishes bigEvents requests of bigEventBytes each over
+	// bigEventsUsers.
+	bigEvents, bigEventsUsers int
 	// shutdownTimeout is the consumer's SITEFOLLOW_SHUTDOWN_TIMEOUT where a
 	// scenario stops it with work left (throttled), so stopping is quick.
 	shutdownTimeout time.Duration
@@ -215,6 +219,7 @@ func fullSizes() sizes {
 		pipelineEvents: 20_000, pipelineUsers: 1_000,
 		backlogSmall: 100_000, backlogLarge: 1_000_000, backlogUsers: 10_000,
 		scaleoutEvents: 40_000, scaleoutUsers: 2_000, scaleoutReplicas: maxReplicas,
+		bigEvents: 1_000, bigEventsUsers: 100,
 		shutdownTimeout: 2 * time.Second,
 	}
 }
@@ -234,6 +239,7 @@ func shortSizes() sizes {
 		// Two replicas prove the harness runs several; a third would only
 		// add a second or two of process start and stop to every CI run.
 		scaleoutEvents: 200, scaleoutUsers: 20, scaleoutReplicas: 2,
+		bigEvents: 20, bigEventsUsers: 5,
 		shutdownTimeout: time.Second,
 	}
 }

@@ -468,3 +468,37 @@ func TestSummariseCalls(t *testing.T) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
+
+func TestBigEvent(t *testing.T) {
+	req := roundRobin(sitePool(), 3)(4)
+	tests := []struct {
+		name    string
+		size    int
+		wantErr bool
+	}{
+		{name: "1 MB", size: bigEventBytes},
+		{name: "just fits", size: 200},
+		{name: "too small", size: 20, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := bigEvent(req, tc.size)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				return
+			}
+			if len(b) != tc.size {
+				t.Errorf("got %d bytes, want %d", len(b), tc.size)
+			}
+			got, err := event.Decoder{}.Decode(b)
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if got.UserID != req.UserID || len(got.SiteIDs) != 1 || got.SiteIDs[0] != req.SiteIDs[0] {
+				t.Errorf("got %+v, want %+v", got, req)
+			}
+		})
+	}
+}

@@ -130,6 +130,8 @@ type rigOptions struct {
 	serve    ServeFunc
 	baseEnv  []string
 	logf     func(format string, args ...any) // progress and warnings
+	// maxPayload is the NATS server's max_payload; 0 keeps its default.
+	maxPayload int32
 }
 
 // newRig starts NATS and the simulator and connects to NATS. On error it
@@ -144,7 +146,7 @@ func newRig(o rigOptions) (_ *rig, err error) {
 	if err := os.MkdirAll(o.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: %w", o.name, err)
 	}
-	g.ns, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(o.dir, "jetstream")})
+	g.ns, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(o.dir, "jetstream"), MaxPayload: o.maxPayload})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.name, err)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sitefollow/sitefollow/internal/event"
 )
@@ -178,7 +179,17 @@ type Config struct {
 	MaxRetryAfter time.Duration
 	// RequestTimeout bounds each HTTP request. Default 30s.
 	RequestTimeout time.Duration
-	Logger         zerolog.Logger
+	// MaxResponseBytes bounds one answer's body. An answer longer than this
+	// is not read beyond it: the call counts as an invalid response
+	// (transient, never applied). Size it with ResponseBytesFor the largest
+	// batch. Default ResponseBytesFor(DefaultBatchSites).
+	MaxResponseBytes int
+	// MaxResponseMemory bounds the answer bytes held by all concurrent calls
+	// together: a call whose answer does not fit waits for others to finish
+	// with theirs. At least MaxResponseBytes. Default
+	// DefaultConcurrentAnswers × MaxResponseBytes.
+	MaxResponseMemory int64
+	Logger            zerolog.Logger
 	// Metrics may be nil.
 	Metrics *Metrics
 	// Now defaults to time.Now. It must advance at the rate of real time:
@@ -202,9 +213,23 @@ const (
 // clock and Graph's never lets a call through a moment too early.
 const gateMargin = 25 * time.Millisecond
 
-// maxResponseBytes bounds how much of a response body is read; an add answer
-// for a full batch of sites is a few hundred KiB at most.
-const maxResponseBytes = 8 << 20
+// Answer bounds. An add answer lists every followed site in full (id, name,
+// URLs, timestamps: about 1 KiB in practice), so 16 KiB a site leaves ample
+// room, and a few KiB more cover the envelope and a whole-call error.
+const (
+	responseBytesPerSite = 16 << 10
+	responseBytesSlack   = 8 << 10
+	// DefaultBatchSites sizes the default MaxResponseBytes.
+	DefaultBatchSites = 20
+	// DefaultConcurrentAnswers sizes the default MaxResponseMemory.
+	DefaultConcurrentAnswers = 64
+)
+
+// ResponseBytesFor is the longest answer a call for sites sites can need:
+// the MaxResponseBytes for batches of at most that many sites.
+func ResponseBytesFor(sites int) int {
+	return max(sites, 1)*responseBytesPerSite + responseBytesSlack
+}
 
 // Client calls Graph's followedSites actions. It is safe for concurrent use;
 // all calls share one token cache and one throttle gate.
@@ -223,7 +248,12 @@ type Client struct {
 	log            zerolog.Logger
 	metrics        *Metrics
 	now            func() time.Time
-	bufs           sync.Pool // *bytes.Buffer for reading answers
+	maxAnswer      int
+	// answers holds one unit per answer byte held, so concurrent calls
+	// together never hold more than MaxResponseMemory however long the
+	// answers Graph, or whoever answers, sends.
+	answers *semaphore.Weighted
+	bufs    sync.Pool // *[]byte for reading answers, each of capacity at most maxAnswer+1
 }
 
 // New validates cfg and returns a Client.
@@ -235,8 +265,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Credential == nil {
 		return nil, errNoCredential
 	}
-	if cfg.MaxAttempts < 0 || cfg.InitialInterval < 0 || cfg.MaxInterval < 0 || cfg.MaxRetryAfter < 0 || cfg.RequestTimeout < 0 {
-		return nil, errors.New("graphclient: new: attempts, intervals and timeouts must not be negative")
+	if cfg.MaxAttempts < 0 || cfg.InitialInterval < 0 || cfg.MaxInterval < 0 || cfg.MaxRetryAfter < 0 || cfg.RequestTimeout < 0 ||
+		cfg.MaxResponseBytes < 0 || cfg.MaxResponseMemory < 0 {
+		return nil, errors.New("graphclient: new: attempts, intervals, timeouts and answer bounds must not be negative")
 	}
 	c := &Client{
 		baseURL:        base,
@@ -250,7 +281,17 @@ func New(cfg Config) (*Client, error) {
 		log:            cfg.Logger,
 		metrics:        cfg.Metrics,
 		now:            cfg.Now,
+		maxAnswer:      cfg.MaxResponseBytes,
 	}
+	if c.maxAnswer == 0 {
+		c.maxAnswer = ResponseBytesFor(DefaultBatchSites)
+	}
+	total := cfg.MaxResponseMemory
+	if total == 0 {
+		total = DefaultConcurrentAnswers * int64(c.maxAnswer)
+	}
+	// A smaller total would let no answer be read at all.
+	c.answers = semaphore.NewWeighted(max(total, int64(c.maxAnswer)+1))
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -826,6 +867,13 @@ func (r *run) transportFailure(ctx context.Context, keys []string, err error) er
 
 // handle settles the sites an HTTP answer decides.
 func (r *run) handle(keys []string, resp *response) error {
+	if resp.tooLong {
+		// Whatever it says, an answer longer than any batch can need is not
+		// Graph's answer to it: never taken as applied, tried again.
+		r.setPendingErr(keys, resp.siteError(CodeInvalidResponse,
+			fmt.Sprintf("graph's %d answer is longer than the %d bytes allowed", resp.status, r.c.maxAnswer)))
+		return &retryError{reason: reasonInvalid}
+	}
 	switch s := resp.status; {
 	case s == http.StatusNoContent && r.op == Remove:
 		for _, k := range keys {
@@ -951,7 +999,10 @@ type call struct {
 // response is what is kept of one HTTP answer.
 type response struct {
 	call
-	buf             *bytes.Buffer // backs body; see view
+	buf             *[]byte // pooled; backs raw and body; see view
+	held            int64   // units of Client.answers held until release
+	raw             []byte  // the answer's body, read in place
+	tooLong         bool    // the body was longer than MaxResponseBytes and not read
 	status          int
 	header          http.Header
 	body            string
@@ -1009,19 +1060,16 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 	resp, err := c.httpClient.Do(req)
 	var out *response
 	if err == nil {
-		var buf *bytes.Buffer
-		buf, err = c.readBody(resp)
-		if err != nil {
+		out = &response{
+			status:          resp.StatusCode,
+			header:          resp.Header,
+			requestID:       resp.Header.Get("Request-Id"),
+			clientRequestID: orDefault(resp.Header.Get("Client-Request-Id"), info.clientRequestID),
+		}
+		if err = c.readBody(rctx, resp, out); err != nil {
+			out.release(c)
+			out = nil
 			err = fmt.Errorf("read %d answer: %w", resp.StatusCode, err)
-		} else {
-			out = &response{
-				buf:             buf,
-				body:            view(buf.Bytes()),
-				status:          resp.StatusCode,
-				header:          resp.Header,
-				requestID:       resp.Header.Get("Request-Id"),
-				clientRequestID: orDefault(resp.Header.Get("Client-Request-Id"), info.clientRequestID),
-			}
 		}
 	}
 	info.elapsed = time.Since(start)
@@ -1046,23 +1094,73 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 }
 
 // readBody reads and closes an answer's body into a pooled buffer, which
-// the caller hands back with response.release. Reading to the end lets the
-// connection be reused.
-func (c *Client) readBody(resp *http.Response) (*bytes.Buffer, error) {
-	buf, ok := c.bufs.Get().(*bytes.Buffer)
+// the caller hands back with response.release. The body is read in place,
+// into a buffer sized from Content-Length when Graph sends one, so it is
+// never copied whole; a body longer than MaxResponseBytes is not read at
+// all beyond the bound (out.tooLong) and its connection is dropped. Before
+// reading, the answer's share of MaxResponseMemory is taken, so concurrent
+// calls never hold more than that together. Reading a body to its end lets
+// the connection be reused.
+func (c *Client) readBody(ctx context.Context, resp *http.Response, out *response) error {
+	defer resp.Body.Close()
+	limit := c.maxAnswer
+	if resp.ContentLength > int64(limit) {
+		out.tooLong = true
+		return nil
+	}
+	// One byte more than the bound tells a body of exactly the bound from
+	// a longer one.
+	want := limit + 1
+	if resp.ContentLength >= 0 {
+		want = int(resp.ContentLength) + 1
+	}
+	bp, ok := c.bufs.Get().(*[]byte)
 	if !ok {
-		buf = new(bytes.Buffer)
+		bp = new([]byte)
 	}
-	buf.Reset()
-	_, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponseBytes))
-	if cerr := resp.Body.Close(); cerr != nil && err == nil {
-		err = cerr
+	// A pooled buffer larger than this answer needs is held whole.
+	held := int64(max(want, cap(*bp)))
+	if err := c.answers.Acquire(ctx, held); err != nil {
+		c.bufs.Put(bp)
+		return fmt.Errorf("wait for answer memory: %w", err)
 	}
-	if err != nil {
-		c.bufs.Put(buf)
-		return nil, err
+	out.buf, out.held = bp, held
+	b := (*bp)[:0]
+	if cap(b) < want && resp.ContentLength >= 0 {
+		b = make([]byte, 0, want)
 	}
-	return buf, nil
+	for {
+		if len(b) == cap(b) {
+			if len(b) > limit {
+				*bp = b
+				out.tooLong = true
+				return nil
+			}
+			// Doubling, capped at the bound: a body of unknown length
+			// costs at most twice the bound in allocations, and usually
+			// one or two.
+			nb := make([]byte, len(b), min(max(2*cap(b), 4<<10), want))
+			copy(nb, b)
+			b = nb
+		}
+		n, err := resp.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			*bp = b
+			return err
+		}
+	}
+	*bp = b
+	if len(b) > limit {
+		out.tooLong = true
+		return nil
+	}
+	out.raw = b
+	out.body = view(b)
+	return nil
 }
 
 // view is b as a string without copying it. An add answer is several KB
@@ -1079,12 +1177,19 @@ func view(b []byte) string {
 
 // release returns the answer's buffer to the pool; body is unusable after.
 func (p *response) release(c *Client) {
-	if p == nil || p.buf == nil {
+	if p == nil {
 		return
 	}
-	p.body = ""
-	c.bufs.Put(p.buf)
-	p.buf = nil
+	p.body, p.raw = "", nil
+	if p.buf != nil {
+		*p.buf = (*p.buf)[:0]
+		c.bufs.Put(p.buf)
+		p.buf = nil
+	}
+	if p.held > 0 {
+		c.answers.Release(p.held)
+		p.held = 0
+	}
 }
 
 // logCall writes the one log line of an HTTP call. Tokens never reach it.
@@ -1100,7 +1205,7 @@ func (r *run) logCall(resp *response, err error) {
 		info = se.call
 	}
 	ev := r.c.log.Info()
-	if resp == nil || resp.status >= 300 || len(resp.unrequested) > 0 {
+	if resp == nil || resp.status >= 300 || resp.tooLong || len(resp.unrequested) > 0 {
 		ev = r.c.log.Warn()
 	}
 	ev = ev.Str("user", r.userID).Str("operation", string(r.op)).Int("sites", info.sites).
@@ -1108,6 +1213,9 @@ func (r *run) logCall(resp *response, err error) {
 		Str("client_request_id", info.clientRequestID)
 	if resp != nil {
 		ev = ev.Str("request_id", resp.requestID)
+		if resp.tooLong {
+			ev = ev.Bool("answer_too_long", true)
+		}
 		if resp.status >= 400 {
 			ev = ev.Str("error_code", resp.wholeCallError("").Code)
 		}
@@ -1186,7 +1294,7 @@ func (p *response) entries() ([]entry, error) {
 	var v struct {
 		Value []entry `json:"value"`
 	}
-	if err := json.Unmarshal([]byte(p.body), &v); err != nil {
+	if err := json.Unmarshal(p.raw, &v); err != nil {
 		return nil, fmt.Errorf("decode %d answer: %w", p.status, err)
 	}
 	return v.Value, nil
@@ -1206,7 +1314,9 @@ func (p *response) wholeCallError(fallback string) *SiteError {
 	var v struct {
 		Error *graphError `json:"error"`
 	}
-	if json.Unmarshal([]byte(p.body), &v) != nil || v.Error == nil {
+	// Unmarshal copies the strings it returns, so reading p.raw in place
+	// keeps nothing of the buffer.
+	if json.Unmarshal(p.raw, &v) != nil || v.Error == nil {
 		return e
 	}
 	if v.Error.Code != "" {

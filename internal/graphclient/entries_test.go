@@ -155,7 +155,7 @@ func TestEntriesFallsBackToEncodingJSON(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := (&response{status: 200, body: tc.body}).entries()
+			got, err := (&response{status: 200, body: tc.body, raw: []byte(tc.body)}).entries()
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
 			}

@@ -26,6 +26,9 @@ type NATSOptions struct {
 	// User and Password, when set, are the credentials the server requires;
 	// URL then carries none (see URLWith).
 	User, Password string
+	// Users, instead of User and Password, are the server's users with
+	// their permissions; Reload changes them while it runs.
+	Users []*server.User
 }
 
 // NATS is one embedded nats-server with JetStream.
@@ -45,7 +48,7 @@ func StartNATS(t testing.TB, o NATSOptions) *NATS {
 	if port == 0 {
 		port = FreePort(t)
 	}
-	n := &NATS{t: t, opts: natsembed.Options{StoreDir: t.TempDir(), Port: port, User: o.User, Password: o.Password}}
+	n := &NATS{t: t, opts: natsembed.Options{StoreDir: t.TempDir(), Port: port, User: o.User, Password: o.Password, Users: o.Users}}
 	n.start()
 	t.Cleanup(n.Shutdown)
 	return n
@@ -75,6 +78,20 @@ func (n *NATS) Server() *server.Server {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.ns
+}
+
+// Reload changes the running server's options by a configuration reload,
+// as an operator does (granting a permission, lowering a limit); edit gets
+// the options the server runs with. Connected clients keep their
+// connections, unless the new options make the server close them.
+func (n *NATS) Reload(edit func(*natsembed.Options)) {
+	n.t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	edit(&n.opts)
+	if err := natsembed.Reload(n.ns, n.opts); err != nil {
+		n.t.Fatalf("nats: %v", err)
+	}
 }
 
 // Shutdown stops the server and waits until it has stopped; safe to repeat.
