@@ -5,12 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
-	"github.com/sitefollow/sitefollow/internal/natsembed"
+	"github.com/sitefollow/sitefollow/internal/testkit"
 )
 
 // TestDuplicateOnFirstDeliveryIsNotStored: a dead letter dropped as a
@@ -18,20 +17,8 @@ import (
 // was not stored; on a redelivery it is the same failure, stored once.
 func TestDuplicateOnFirstDeliveryIsNotStored(t *testing.T) {
 	t.Parallel()
-	ns, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir(), Port: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := testkit.StartNATS(t, testkit.NATSOptions{})
+	_, js := testkit.Connect(t, n.URL())
 	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "DLQ", Subjects: []string{"sitefollow.dlq.>"}, Duplicates: time.Hour}); err != nil {
 		t.Fatal(err)
 	}

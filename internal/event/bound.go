@@ -67,15 +67,8 @@ func (d *DeadLetter) SetPayloadPrefix(prefix []byte, total int) {
 // site does not repeat every other site (Narrowed says so; the origin
 // still locates the full event). Republished, it replays that one site.
 func NarrowedEvent(r Request, site string) json.RawMessage {
-	w := struct {
-		UserID     string   `json:"userId"`
-		Action     Action   `json:"action"`
-		SiteIDs    []string `json:"siteIds"`
-		ID         string   `json:"id,omitempty"`
-		OccurredAt string   `json:"occurredAt,omitempty"`
-		Source     string   `json:"source,omitempty"`
-	}{r.UserID, r.Action, []string{site}, r.ID, r.OccurredAt, r.Source}
-	data, err := json.Marshal(w)
+	r.SiteIDs = []string{site}
+	data, err := json.Marshal(r)
 	if err != nil {
 		// Strings and a slice of strings always marshal.
 		panic("event: narrowed event: " + err.Error())
