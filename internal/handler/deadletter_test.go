@@ -390,3 +390,20 @@ func TestOversizedEventIsDeadLetteredUnparsed(t *testing.T) {
 		t.Errorf("graph calls: got %d, want 0", n)
 	}
 }
+
+func TestAnswerTooLongToReadStillEndsInADeadLetter(t *testing.T) {
+	// Graph keeps answering with a 2 MiB error message: more than any batch
+	// can need, so the answer is never read, and the site must still end in
+	// a dead letter once its deliveries are used up, not stay stranded.
+	e := newEnv(t, withConfig(func(c *handler.Config) { c.MaxDeliver = 2 }))
+	e.sim.FailSiteWith(site(7), "accessDenied", strings.Repeat("m", 2<<20), 1000)
+	e.send("ann@contoso.com", event.Follow, site(7))
+	e.settled()
+	letters := e.deadLetters()
+	if len(letters) != 1 || letters[0].Error.Code != event.CodeRetriesExhausted || letters[0].SiteID != site(7) {
+		t.Fatalf("dead letters: got %+v, want one retriesExhausted for site 7", letters)
+	}
+	if got := e.followed("ann@contoso.com"); len(got) != 0 {
+		t.Errorf("followed: got %v, want none", got)
+	}
+}
