@@ -106,8 +106,12 @@ func (r *runner) bigEventsPart(ctx context.Context, m bigEventsMode) error {
 		}
 		finished = false
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		left, _ = g.streamMsgs(qctx)
+		var qerr error
+		left, qerr = g.streamMsgs(qctx)
 		cancel()
+		if qerr != nil {
+			r.note("%s: %v", g.name, qerr)
+		}
 	}
 	wall := time.Since(start)
 	counts := g.waitAcks(ctx, n)

@@ -98,7 +98,6 @@ func (h *Handler) screen(ctx context.Context, b *batch.Batch[*tracked], ls *ledg
 			// Applied already (an earlier delivery), or superseded by a
 			// newer request applied meanwhile, here or on another replica.
 			it.Skip = true
-			h.metrics.skipped(it.Action)
 			continue
 		}
 		if p := ls.Pending(it.Key()); p > it.Ticket.Seq {
@@ -128,6 +127,7 @@ func (h *Handler) send(ctx context.Context, b *batch.Batch[*tracked], ls *ledger
 	outcomes := make(map[string]ledger.Settlement, len(b.Items))
 	for i := range b.Items {
 		if it := &b.Items[i]; it.Skip {
+			h.metrics.skipped(it.Action)
 			outcomes[it.Key()] = ledger.Settlement{Seq: it.Ticket.Seq, Outcome: ledger.Settled}
 		}
 	}

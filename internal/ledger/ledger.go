@@ -81,15 +81,15 @@ type Config struct {
 
 // Ledger reads and writes leases and records. It is safe for concurrent use.
 type Ledger struct {
-	js  jetstream.JetStream
-	kv  jetstream.KeyValue
-	cfg Config
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	stream jetstream.Stream // the request stream, looked up once
+	cfg    Config
 
 	mu        sync.Mutex
 	floor     uint64    // the request stream's first sequence
-	epoch     string    // the request stream's creation time: its identity
-	created   time.Time // the same, as a time
-	refreshed time.Time // when floor and epoch were read
+	created   time.Time // the request stream's creation time: its identity
+	refreshed time.Time // when floor and created were read
 }
 
 // Open returns a Ledger on an existing bucket and reads the request
@@ -108,7 +108,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Ledger, err
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open bucket %s: %w", cfg.Bucket, err)
 	}
-	l := &Ledger{js: js, kv: kv, cfg: cfg}
+	stream, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open stream %s: %w", cfg.Stream, err)
+	}
+	l := &Ledger{js: js, kv: kv, stream: stream, cfg: cfg}
 	if err := l.refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -117,18 +121,13 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Ledger, err
 
 // refresh re-reads the request stream's first sequence and creation time.
 func (l *Ledger) refresh(ctx context.Context) error {
-	s, err := l.js.Stream(ctx, l.cfg.Stream)
-	if err != nil {
-		return fmt.Errorf("ledger: read stream %s: %w", l.cfg.Stream, err)
-	}
-	info, err := s.Info(ctx)
+	info, err := l.stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("ledger: read stream %s: %w", l.cfg.Stream, err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.floor = info.State.FirstSeq
-	l.epoch = info.Created.UTC().Format(time.RFC3339Nano)
 	l.created = info.Created
 	l.refreshed = l.cfg.Now()
 	return nil
@@ -153,7 +152,7 @@ func (l *Ledger) view(ctx context.Context) (floor uint64, epoch string) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.floor, l.epoch
+	return l.floor, l.created.UTC().Format(time.RFC3339Nano)
 }
 
 // Lease is one replica's exclusive right to send Graph calls for one user,
@@ -425,11 +424,7 @@ func (l *Ledger) store(ctx context.Context, ls *Lease, applied, pending map[stri
 // request stream, that is, not yet acknowledged (WorkQueue retention
 // removes acknowledged requests) nor deleted.
 func (l *Ledger) InStream(ctx context.Context, seq uint64) (bool, error) {
-	s, err := l.js.Stream(ctx, l.cfg.Stream)
-	if err != nil {
-		return false, fmt.Errorf("ledger: look up request %d: %w", seq, err)
-	}
-	_, err = s.GetMsg(ctx, seq)
+	_, err := l.stream.GetMsg(ctx, seq)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return false, nil

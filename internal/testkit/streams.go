@@ -261,7 +261,11 @@ func WatchAcks(t testing.TB, nc *nats.Conn, stream, consumer string) *Acks {
 		t.Fatalf("watch acks: %v", err)
 	}
 	a.sub = sub
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	t.Cleanup(func() {
+		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			t.Logf("stop watching acks: %v", err)
+		}
+	})
 	return a
 }
 
