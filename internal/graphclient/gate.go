@@ -3,10 +3,6 @@ package graphclient
 import (
 	"context"
 	"fmt"
-	"math"
-	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -73,35 +69,4 @@ func (g *gate) wait(ctx context.Context, limit time.Duration) (time.Duration, er
 			waited += remaining
 		}
 	}
-}
-
-// maxParsedRetryAfter bounds every parsed Retry-After and RateLimit-Reset,
-// whatever its form: a value from outside must not turn into a pause (or a
-// redelivery delay) of years. It is the longest SITEFOLLOW_NAK_MAX_DELAY
-// allowed; the gate and the redelivery delay apply their own, shorter caps.
-const maxParsedRetryAfter = 24 * time.Hour
-
-// parseRetryAfter reads a Retry-After (or RateLimit-Reset) value: delay
-// seconds, possibly fractional ("2.128"), or an HTTP date. Negative or
-// unparsable values are ignored; a date in the past means no wait. The
-// result is at most maxParsedRetryAfter.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if secs < 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
-			return 0, false
-		}
-		// Round up so a fractional value never shortens the wait.
-		return time.Duration(math.Ceil(min(secs, maxParsedRetryAfter.Seconds()) * float64(time.Second))), true
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	// HTTP dates have whole-second precision; the date itself is the
-	// earliest moment Graph accepts, so wait for it in full.
-	return min(max(t.Sub(now), 0), maxParsedRetryAfter), true
 }
