@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sitefollow/sitefollow/internal/budget"
 	"github.com/sitefollow/sitefollow/internal/config"
 	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
@@ -62,7 +63,21 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	if err != nil {
 		return err
 	}
+	natsClosed := make(chan struct{})
+	nc, err := connectNATS(cfg, log, natsClosed)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
 	reg := ops.NewRegistry()
+	// The replicas share one Graph budget over NATS (see internal/budget).
+	share, err := budget.New(budget.Config{
+		Conn: nc, Subject: cfg.BudgetSubject, MaxPause: cfg.GraphMaxRetryAfter,
+		Logger: log.With().Str("component", "budget").Logger(),
+	})
+	if err != nil {
+		return err
+	}
 	graph, err := graphclient.New(graphclient.Config{
 		BaseURL:        cfg.GraphURL,
 		UserAgent:      fmt.Sprintf("NONISV|%s|sitefollow/%s", cfg.GraphOrg, version),
@@ -75,19 +90,17 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		// answers are read at once than users are served at once.
 		MaxResponseBytes:  graphclient.ResponseBytesFor(cfg.BatchMaxSites),
 		MaxResponseMemory: int64(cfg.MaxConcurrency) * int64(graphclient.ResponseBytesFor(cfg.BatchMaxSites)),
-		Logger:            log.With().Str("component", "graph").Logger(),
-		Metrics:           graphclient.NewMetrics(reg),
+		MaxConcurrency:    cfg.MaxConcurrency,
+		Pacing: graphclient.Pacing{
+			MaxRate: cfg.GraphMaxRPS, Budget: cfg.GraphBudget.Units, Window: cfg.GraphBudget.Window, CallCost: cfg.GraphCallCost,
+		},
+		Throttled: share.Throttled,
+		Logger:    log.With().Str("component", "graph").Logger(),
+		Metrics:   graphclient.NewMetrics(reg),
 	})
 	if err != nil {
 		return err
 	}
-
-	natsClosed := make(chan struct{})
-	nc, err := connectNATS(cfg, log, natsClosed)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -175,6 +188,14 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return opsServer.Run(gctx) })
+	g.Go(func() error {
+		// Sharing the budget is an optimisation: without it (no permission
+		// on the subject, say) each replica paces on what Graph tells it.
+		if err := share.Run(gctx, graph); err != nil {
+			log.Warn().Err(err).Msg("not sharing the Graph budget with other replicas; each paces alone")
+		}
+		return nil
+	})
 	if pprofServer != nil {
 		g.Go(func() error { return pprofServer.Run(gctx) })
 	}

@@ -36,6 +36,10 @@ type Config struct {
 	GraphMaxAttempts   int
 	GraphTimeout       time.Duration
 	GraphMaxRetryAfter time.Duration
+	GraphMaxRPS        float64
+	GraphBudget        Budget
+	GraphCallCost      float64
+	BudgetSubject      string
 
 	TenantID string
 	ClientID string

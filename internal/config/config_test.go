@@ -67,6 +67,8 @@ func defaults() Config {
 		GraphMaxAttempts:   5,
 		GraphTimeout:       30 * time.Second,
 		GraphMaxRetryAfter: 5 * time.Minute,
+		GraphCallCost:      2,
+		BudgetSubject:      "sitefollow.budget",
 		TenantID:           "contoso.onmicrosoft.com",
 		ClientID:           "00000000-0000-0000-0000-000000000001",
 		ClientSecret:       "s3cr3t-VALUE",
@@ -213,6 +215,10 @@ func invalid() map[string]string {
 		"graph-max-attempts":    "21",
 		"graph-timeout":         "0s",
 		"graph-max-retry-after": "forever",
+		"graph-max-rps":         "-1",
+		"graph-budget":          "1250 per minute",
+		"graph-call-cost":       "0",
+		"budget-subject":        "sitefollow.budget.>",
 		"tenant-id":             "contoso/../x",
 		"client-id":             "two words",
 		"AZURE_CLIENT_SECRET":   "",
@@ -436,6 +442,9 @@ func TestValidateHandBuilt(t *testing.T) {
 		{"missing secret", func(c *Config) { c.ClientSecret = "" }, `invalid AZURE_CLIENT_SECRET "": is required; set AZURE_CLIENT_SECRET`},
 		{"empty http addr", func(c *Config) { c.HTTPAddr = "" }, `invalid --http-addr "": must be host:port`},
 		{"org with newline", func(c *Config) { c.GraphOrg = "a\nb" }, `invalid --graph-org "a\nb": must not contain control characters`},
+		{"budget subject captured by the request stream", func(c *Config) { c.BudgetSubject = "sitefollow.requests.budget" }, `invalid --budget-subject`},
+		{"budget subject captured by the dead-letter stream", func(c *Config) { c.BudgetSubject = "sitefollow.dlq" }, `invalid --budget-subject`},
+		{"budget without a window", func(c *Config) { c.GraphBudget = Budget{Units: 10} }, `invalid --graph-budget`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

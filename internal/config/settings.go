@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -140,6 +141,18 @@ func table() []spec {
 		duration("graph-max-retry-after", "SITEFOLLOW_GRAPH_MAX_RETRY_AFTER", "5m",
 			"Longest Retry-After wait from Graph that is honoured.",
 			func(c *Config) *time.Duration { return &c.GraphMaxRetryAfter }, between(time.Second, time.Hour)),
+		number("graph-max-rps", "SITEFOLLOW_GRAPH_MAX_RPS", "0",
+			"Most Graph calls per second this replica sends, whatever the budget allows, for tenants that keep part of the app's budget for other apps; 0 for no cap.",
+			func(c *Config) *float64 { return &c.GraphMaxRPS }, 0, 100000),
+		bind(Setting{Flag: "graph-budget", Env: "SITEFOLLOW_GRAPH_BUDGET", Default: "", Type: "units/window",
+			Description: "The app's Graph budget if known, in resource units per window (e.g. 1250/1m, SharePoint's smallest per-app minute), shared by all replicas; pacing starts from it instead of probing. Empty to probe."},
+			func(c *Config) *Budget { return &c.GraphBudget }, ParseBudget, Budget.String, Budget.check),
+		number("graph-call-cost", "SITEFOLLOW_GRAPH_CALL_COST", "2",
+			"Resource units one followedSites call costs against the budget (SharePoint charges 2 for a write); it converts the budget and the RateLimit headers into calls.",
+			func(c *Config) *float64 { return &c.GraphCallCost }, 0.1, 1000),
+		str("budget-subject", "SITEFOLLOW_BUDGET_SUBJECT", "sitefollow.budget",
+			"Core NATS subject prefix on which replicas share the Graph budget (heartbeats and throttle signals); every replica of one app must use the same.",
+			func(c *Config) *string { return &c.BudgetSubject }, checkSubject(false)),
 
 		str("tenant-id", "AZURE_TENANT_ID", "",
 			"Microsoft Entra tenant ID or domain the app registration belongs to.",
@@ -259,6 +272,19 @@ func relations() []relation {
 			}
 			return nil
 		}},
+		{"budget-subject", func(c *Config, name func(string) string) error {
+			// A stream capturing the heartbeats would take them for requests
+			// (or dead letters) and fill up with them.
+			for _, captured := range []struct{ setting, filter string }{
+				{"stream-subjects", c.StreamSubjects},
+				{"dlq-subject-prefix", c.DLQSubjectPrefix + ".>"},
+			} {
+				if subjectsOverlap(c.BudgetSubject+".>", captured.filter) {
+					return fmt.Errorf("budget subjects %s.> overlap %s %q", c.BudgetSubject, name(captured.setting), captured.filter)
+				}
+			}
+			return nil
+		}},
 	}
 }
 
@@ -300,6 +326,24 @@ func integer(flag, env, def, desc string, field func(*Config) *int, lo, hi int) 
 		func(n int) error {
 			if n < lo || n > hi {
 				return fmt.Errorf("must be between %d and %d", lo, hi)
+			}
+			return nil
+		})
+}
+
+func number(flag, env, def, desc string, field func(*Config) *float64, lo, hi float64) spec {
+	return bind(Setting{Flag: flag, Env: env, Default: def, Type: "number", Description: desc}, field,
+		func(v string) (float64, error) {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				return 0, errors.New("must be a number")
+			}
+			return f, nil
+		},
+		func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) },
+		func(f float64) error {
+			if f < lo || f > hi {
+				return fmt.Errorf("must be between %g and %g", lo, hi)
 			}
 			return nil
 		})

@@ -70,6 +70,16 @@ type Config struct {
 	Logger            zerolog.Logger
 	// Metrics may be nil.
 	Metrics *Metrics
+	// MaxConcurrency bounds the Graph calls in flight; the bound adapts
+	// below it while Graph throttles. Default DefaultMaxConcurrency.
+	MaxConcurrency int
+	// Pacing is what is known of the app's budget up front; the zero value
+	// probes for it.
+	Pacing Pacing
+	// Throttled, when set, is told of each throttle episode: the pause
+	// Graph asked for and the app-wide rate the pacer cut to, for the
+	// other replicas (see internal/budget). It must not block.
+	Throttled func(pause time.Duration, rate float64)
 	// Now defaults to time.Now. It must advance at the rate of real time:
 	// the throttle gate compares it with real timers.
 	Now func() time.Time
@@ -83,6 +93,7 @@ const (
 	DefaultMaxInterval     = 30 * time.Second
 	DefaultMaxRetryAfter   = 5 * time.Minute
 	DefaultRequestTimeout  = 30 * time.Second
+	DefaultMaxConcurrency  = 64
 	// DefaultMaxConnsPerHost sizes the default client's idle pool.
 	DefaultMaxConnsPerHost = 128
 )
@@ -192,7 +203,17 @@ func New(cfg Config) (*Client, error) {
 	}
 	scope := orDefault(cfg.Scope, base+"/.default")
 	c.tokens = newTokenCache(cfg.Credential, scope, c.now)
-	c.admission = newAdmission(c.now, c.maxRetryAfter, c.metrics)
+	if cfg.MaxConcurrency == 0 {
+		cfg.MaxConcurrency = DefaultMaxConcurrency
+	}
+	c.admission = newAdmission(admissionConfig{
+		now:            c.now,
+		maxRetryAfter:  c.maxRetryAfter,
+		maxConcurrency: cfg.MaxConcurrency,
+		pacing:         cfg.Pacing,
+		metrics:        c.metrics,
+		throttled:      cfg.Throttled,
+	})
 	return c, nil
 }
 
@@ -308,9 +329,26 @@ func (c *Client) ThrottledUntil() time.Time {
 	return c.admission.throttledUntil()
 }
 
-// PaceLimit reports the calls per second the Client currently allows itself
-// after Graph throttled it; +Inf until Graph throttles.
+// PaceLimit reports the calls per second the Client currently allows
+// itself; +Inf while it sees no reason for a limit.
 func (c *Client) PaceLimit() float64 { return c.admission.paceLimit() }
+
+// Admitted reports the calls per second Graph admitted lately (the shared
+// budget's heartbeat).
+func (c *Client) Admitted() float64 { return c.admission.pacer.admitted(c.now()) }
+
+// Waiting reports whether calls are waiting for their turn.
+func (c *Client) Waiting() bool { return c.admission.waiting.Load() > 0 }
+
+// SetShare sets this replica's part of the app's budget and what the other
+// busy replicas admit together (the shared budget).
+func (c *Client) SetShare(share, peers float64) {
+	c.admission.pacer.setShare(c.now(), share, peers)
+}
+
+// Adopt applies another replica's throttle: a pause for every call, and the
+// app-wide rate it cut to (0 for none).
+func (c *Client) Adopt(pause time.Duration, rate float64) { c.admission.adopt(pause, rate) }
 
 // Apply sends siteIDs for one user and operation in one Graph call (the
 // caller sizes batches; Apply does not chunk), retries what is transient, and

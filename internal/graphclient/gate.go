@@ -20,15 +20,18 @@ func newGate(now func() time.Time) *gate {
 	return &gate{now: now}
 }
 
-// push moves the gate to now+d unless it is already further out; the gate
-// never moves back, so a short Retry-After cannot cut a longer one short.
-func (g *gate) push(d time.Duration) {
+// push moves the gate to now+d unless it is already further out, and says
+// whether it moved; the gate never moves back, so a short Retry-After
+// cannot cut a longer one short.
+func (g *gate) push(d time.Duration) bool {
 	t := g.now().Add(d)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if t.After(g.notBefore) {
 		g.notBefore = t
+		return true
 	}
+	return false
 }
 
 func (g *gate) until() time.Time {

@@ -1,6 +1,7 @@
 package graphclient
 
 import (
+	"math"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,8 @@ type Metrics struct {
 	retries      *prometheus.CounterVec
 	inflight     prometheus.Gauge
 	throttleWait prometheus.Counter
+	paceLimit    prometheus.Gauge
+	concurrent   prometheus.Gauge
 }
 
 // NewMetrics creates the collectors and registers them with reg (when reg
@@ -48,9 +51,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sitefollow_graph_throttle_wait_seconds_total",
 			Help: "Time calls spent waiting for the app-wide throttle gate (summed over calls).",
 		}),
+		paceLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sitefollow_graph_pace_calls_per_second",
+			Help: "Graph calls per second this replica allows itself (0 while unlimited).",
+		}),
+		concurrent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sitefollow_graph_concurrency_limit",
+			Help: "Graph calls allowed in flight at once, as adapted to throttling.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.sitesPerCall, m.retries, m.inflight, m.throttleWait)
+		reg.MustRegister(m.calls, m.duration, m.sitesPerCall, m.retries, m.inflight, m.throttleWait, m.paceLimit, m.concurrent)
 	}
 	return m
 }
@@ -84,4 +95,21 @@ func (m *Metrics) throttleWaited(d time.Duration) {
 		return
 	}
 	m.throttleWait.Add(d.Seconds())
+}
+
+func (m *Metrics) pace(limit float64) {
+	if m == nil {
+		return
+	}
+	if math.IsInf(limit, 1) {
+		limit = 0
+	}
+	m.paceLimit.Set(limit)
+}
+
+func (m *Metrics) concurrency(n int) {
+	if m == nil {
+		return
+	}
+	m.concurrent.Set(float64(n))
 }

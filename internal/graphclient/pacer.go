@@ -3,124 +3,437 @@ package graphclient
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 )
 
-// pacer spreads calls so the app runs just under the rate Graph grants it,
-// instead of bouncing off the limit. SharePoint throttles per app and counts
-// throttled requests against the budget too, so every 429 costs twice.
-//
-// It starts unlimited. Each throttle (at most one per cooldown, since one
-// burst of 429s is one signal) sets the rate to a little under what Graph
-// admitted recently; between throttles the rate creeps up, so a budget that
-// grows is found again. This is additive-increase/multiplicative-decrease
-// anchored on the measured admitted rate, which converges in a few seconds
-// and then throttles rarely.
-type pacer struct {
-	mu  sync.Mutex
-	lim *rate.Limiter
-	// admitted counts admitted calls per paceBucket over the last
-	// paceWindow, as a ring: constant memory and work per call however
-	// fast calls go. bucketAt is the start of the newest bucket, at index
-	// newest.
-	admitted [paceWindow / paceBucket]int
-	newest   int
-	bucketAt time.Time
-	first    time.Time // first admitted call ever
-	lastCut  time.Time
-	lastRise time.Time
+// Pacing is what the pacer knows before Graph says anything. Zero values
+// probe: the pacer starts slowly and finds the budget itself.
+type Pacing struct {
+	// MaxRate caps the app's calls per second from this replica's side
+	// (SITEFOLLOW_GRAPH_MAX_RPS), for tenants that keep part of the budget
+	// for other apps. 0 means no cap.
+	MaxRate float64
+	// Budget is the app's known budget in resource units per Window
+	// (SITEFOLLOW_GRAPH_BUDGET); 0 means unknown, found by probing.
+	Budget float64
+	// Window is the budget's window; default a minute, SharePoint's.
+	Window time.Duration
+	// CallCost is the resource units one call costs; default 2 (a write).
+	CallCost float64
 }
 
+// pacer spreads the app's Graph calls so that, together, they run just
+// under the budget Graph grants the app instead of bouncing off it.
+// SharePoint counts throttled calls against the budget too, so each 429
+// costs twice, and with whole-second Retry-After each one also costs a
+// pause.
+//
+// It works in app-wide calls per second (rate) and runs at its share of
+// that (1/N of N replicas, see setShare). It knows the budget in one of
+// three ways, best first:
+//   - quota: RateLimit headers (or a configured Budget) give the window's
+//     limit and what remains; it spreads what remains over what is left of
+//     the window, never faster than the limit's sustained rate;
+//   - measured: after a throttle it runs a little under the rate Graph was
+//     admitting, then probes upward, slowly at first and faster the longer
+//     nothing is throttled, so a budget that grew is found again;
+//   - nothing yet: slow start, doubling every slowStartStep from startRate,
+//     so the first burst does not meet a small budget with every
+//     concurrent call at once. Without any throttle it is unlimited within
+//     a few seconds.
+//
+// After a deep cut (an outage measured as nearly nothing admitted) it grows
+// back exponentially to near the best rate it measured, so recovery takes
+// seconds. The Retry-After never sets the rate: whole-second values say
+// nothing about it.
+type pacer struct {
+	mu    sync.Mutex
+	cfg   Pacing
+	lim   *rate.Limiter
+	phase pacePhase
+	// rate is the app-wide calls per second; +Inf when unlimited.
+	rate float64
+	// best is the highest sustainable rate measured, the target of a
+	// recovery; 0 unknown.
+	best float64
+	// sustained is the quota's limit per second (limit / cost / window).
+	sustained float64
+	// spread is the rate that spends what the quota has left over what is
+	// left of its window, until spreadUntil (the window's reset); +Inf when
+	// unknown.
+	spread      float64
+	spreadUntil time.Time
+	// penalty scales the quota rate down after a throttle despite it, and
+	// heals back to 1.
+	penalty  float64
+	window   time.Duration
+	share    float64 // this replica's part of the app's budget
+	peers    float64 // the other replicas' admitted calls per second
+	lastCut  time.Time
+	lastStep time.Time
+	cooldown time.Duration
+	ring     admittedRing
+}
+
+type pacePhase int
+
 const (
-	paceWindow   = 5 * time.Second
-	paceBucket   = 100 * time.Millisecond
-	paceMinAge   = time.Second // shortest history a rate is measured over
-	paceCooldown = 500 * time.Millisecond
-	paceBackoff  = 0.95 // fraction of the admitted rate to run at after a throttle
-	paceRise     = 1.02 // growth per second without throttling
-	paceFloor    = 0.2  // calls per second, so a long outage cannot stall it to nothing
+	phaseSlowStart pacePhase = iota
+	phaseProbe
+	phaseQuota
 )
 
-func newPacer() *pacer {
-	return &pacer{lim: rate.NewLimiter(rate.Inf, 1)}
+// Pacing constants. The shapes they were tuned against (token buckets of 10
+// to 200 calls/s with whole-second Retry-After, fixed and sliding
+// per-minute windows) are the bench's budget scenarios.
+const (
+	startRate     = 4.0                    // calls/s at the start of slow start
+	slowStartStep = 250 * time.Millisecond // doubling period
+	unlimitedRate = 4096.0                 // beyond this, pacing is off
+	paceFloor     = 0.2                    // calls/s, so an outage cannot stall it to nothing
+	paceBackoff   = 0.97                   // fraction of the measured rate after a throttle
+	quotaHeadroom = 0.97                   // fraction of the quota's rate run at
+	probeStep     = 0.005                  // first rise per second, as a fraction of the rate
+	probeMaxStep  = 0.25                   // steepest rise per second
+	probeDoubling = 6 * time.Second        // the rise doubles after this long without a throttle
+	recoverBelow  = 0.5                    // under this fraction of best, grow exponentially
+	recoverTo     = 0.9                    // ... up to this fraction of best
+	minCooldown   = time.Second            // one burst of 429s is one signal
+	burstSpan     = time.Second            // calls saved up while idle or paused
+	waitSlice     = 100 * time.Millisecond // longest turn booked ahead
+	defaultWindow = time.Minute
+	defaultCost   = 2.0
+)
+
+func newPacer(cfg Pacing, now time.Time) *pacer {
+	p := &pacer{cfg: cfg, share: 1, penalty: 1, spread: math.Inf(1), lastStep: now, window: cfg.Window}
+	if p.window <= 0 {
+		p.window = defaultWindow
+	}
+	if p.cfg.CallCost <= 0 {
+		p.cfg.CallCost = defaultCost
+	}
+	p.lim = rate.NewLimiter(rate.Inf, 1)
+	if cfg.Budget > 0 {
+		p.sustained = cfg.Budget / p.cfg.CallCost / p.window.Seconds()
+		p.best = p.sustained
+		p.phase = phaseQuota
+		p.rate = p.sustained * quotaHeadroom
+	} else {
+		p.phase = phaseSlowStart
+		p.rate = startRate
+	}
+	p.apply(now)
+	return p
 }
 
 // wait blocks until the pace allows another call.
-func (p *pacer) wait(ctx context.Context) error {
-	if err := p.lim.Wait(ctx); err != nil {
-		return fmt.Errorf("pace: %w", err)
+func (p *pacer) wait(ctx context.Context, now func() time.Time) error {
+	for {
+		ok, d := p.reserve(now())
+		if ok && d <= 0 {
+			return nil
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("pace: %w", ctx.Err())
+		case <-t.C:
+		}
+		if ok {
+			return nil
+		}
 	}
-	return nil
 }
 
-// limit is the current pace in calls per second; +Inf when unlimited.
+// reserve takes a turn at at: ok with the delay until it comes, if that is
+// within waitSlice; otherwise not ok, and the caller asks again after the
+// delay. A turn is never booked further ahead than waitSlice, because the
+// rate can rise meanwhile (a throttle's cut heals, a window resets, a peer
+// leaves) and a call booked at the low rate would wait at it.
+func (p *pacer) reserve(at time.Time) (bool, time.Duration) {
+	p.mu.Lock()
+	if p.phase == phaseSlowStart && at.Sub(p.lastStep) >= slowStartStep {
+		// Slow start grows with time while calls want to go, not only
+		// with answers: a slow Graph must not hold the start at a crawl.
+		p.grow(at)
+		p.apply(at)
+	}
+	p.mu.Unlock()
+	r := p.lim.ReserveN(at, 1)
+	d := r.DelayFrom(at)
+	if !r.OK() {
+		return false, waitSlice
+	}
+	if d <= waitSlice {
+		return true, d
+	}
+	r.CancelAt(at)
+	return false, waitSlice
+}
+
+// limit is this replica's pace in calls per second; +Inf when unlimited.
 func (p *pacer) limit() float64 { return float64(p.lim.Limit()) }
 
-// admit records a call Graph did not throttle.
-func (p *pacer) admit(at time.Time) {
+// admit records a call Graph did not throttle, with the answer's quota.
+func (p *pacer) admit(at time.Time, q quota) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.first.IsZero() {
-		p.first = at
+	p.ring.add(at)
+	if q.ok {
+		p.learnQuota(at, q)
 	}
-	p.advance(at)
-	p.admitted[p.newest]++
-	if p.lim.Limit() == rate.Inf {
+	p.grow(at)
+	p.apply(at)
+}
+
+// throttle records a 429 (or 503, 509): the app is over its budget. It
+// returns the app-wide rate it cut to, for other replicas, or 0 when this
+// signal fell within the cooldown of an earlier one.
+func (p *pacer) throttle(at time.Time, q quota) float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if q.ok {
+		p.learnQuota(at, q)
+	}
+	if !p.lastCut.IsZero() && at.Sub(p.lastCut) < p.cooldown {
+		return 0
+	}
+	p.lastCut, p.lastStep = at, at
+	p.cooldown = minCooldown
+	if p.phase == phaseQuota {
+		p.penalty = max(p.penalty*0.9, 0.5)
+		p.apply(at)
+		return p.rate
+	}
+	measured, ok := p.ring.rate(at)
+	// The app's rate: this replica's and the busy peers' as of their last
+	// heartbeat, or this one's scaled by its share when that is more (the
+	// heartbeats lag while rates change fast, as in slow start).
+	measured = max(measured+p.peers, measured/p.share)
+	c := p.rate
+	switch {
+	case ok && !math.IsInf(c, 1):
+		c = min(c, measured)
+	case ok:
+		c = measured
+	case math.IsInf(c, 1):
+		// Unlimited and no history worth the name: fall back to slow start.
+		c = startRate
+	default:
+		c /= 2
+	}
+	if ok {
+		// Measured: this is what the budget grants now.
+		p.best = c
+	}
+	p.cut(at, c*paceBackoff)
+	return p.rate
+}
+
+// cut sets the app-wide rate to r after a throttle, here or elsewhere. A
+// cut without a measurement (an outage admits nothing) leaves best alone,
+// so that the rate grows back to it quickly once calls pass again.
+func (p *pacer) cut(at time.Time, r float64) {
+	r = max(r, paceFloor)
+	p.rate = r
+	p.phase = phaseProbe
+	p.apply(at)
+}
+
+// adopt takes another replica's cut: the app-wide rate it measured.
+func (p *pacer) adopt(at time.Time, r float64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.phase == phaseQuota || r <= 0 || (!math.IsInf(p.rate, 1) && r >= p.rate) {
 		return
 	}
-	if at.Sub(p.lastRise) >= time.Second && at.Sub(p.lastCut) >= time.Second {
-		p.lim.SetLimitAt(at, p.lim.Limit()*paceRise)
-		p.lastRise = at
+	p.lastCut, p.lastStep = at, at
+	p.best = r / paceBackoff
+	p.cut(at, r)
+}
+
+// paused tells the pacer the gate closed until until, so that the
+// cooldown outlasts the pause: the calls in flight when it began answer
+// within it, and are the same signal.
+func (p *pacer) paused(at, until time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d := until.Sub(at) + minCooldown/4; d > p.cooldown && at.Sub(p.lastCut) < minCooldown {
+		p.cooldown = d
 	}
 }
 
-// throttle records a 429 and slows the pace to just under the rate Graph
-// has been admitting. With less than paceMinAge of history that rate is
-// noise (a first burst of calls all answered at once), so the pace then
-// falls back on the Retry-After: one call per announced wait, which for a
-// token bucket is its refill rate, and for long waits is cautious until
-// measurement takes over.
-func (p *pacer) throttle(at time.Time, retryAfter time.Duration) {
+// setShare sets this replica's part of the app's budget and what the
+// other replicas admit together, as the shared budget reports them.
+func (p *pacer) setShare(at time.Time, share, peers float64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.lastCut.IsZero() && at.Sub(p.lastCut) < paceCooldown {
-		return
+	p.share = min(max(share, 0.01), 1)
+	p.peers = max(peers, 0)
+	p.apply(at)
+}
+
+// appRate is the app-wide rate and how it is known, for the shared budget
+// and metrics.
+func (p *pacer) appRate() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rate
+}
+
+// admitted is this replica's measured admitted calls per second.
+func (p *pacer) admitted(at time.Time) float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, _ := p.ring.rate(at)
+	return r
+}
+
+// learnQuota takes the RateLimit headers: the window's sustained rate and
+// the rate that spends what remains by the window's end.
+func (p *pacer) learnQuota(at time.Time, q quota) {
+	if q.reset > p.window {
+		p.window = q.reset
 	}
-	p.advance(at)
-	var measured float64
-	if !p.first.IsZero() && at.Sub(p.first) >= paceMinAge {
-		n := 0
-		for _, c := range p.admitted {
-			n += c
+	cost := p.cfg.CallCost
+	p.sustained = q.limit / cost / p.window.Seconds()
+	reset := max(q.reset, time.Second)
+	p.spread = q.remaining / cost / reset.Seconds()
+	p.spreadUntil = at.Add(reset)
+	p.best = max(p.best, p.sustained)
+	p.phase = phaseQuota
+}
+
+// grow raises the rate while calls are admitted: doubling in slow start
+// and in recovery, a slowly steepening rise while probing, and healing the
+// penalty under a quota.
+func (p *pacer) grow(at time.Time) {
+	since := at.Sub(p.lastStep)
+	switch p.phase {
+	case phaseSlowStart:
+		// Doubling by elapsed steps, not by answers: at a small share the
+		// answers come too rarely to count on.
+		steps := int(since / slowStartStep)
+		if steps == 0 {
+			return
 		}
-		measured = float64(n) / min(paceWindow, at.Sub(p.first)).Seconds() * paceBackoff
+		p.lastStep = p.lastStep.Add(time.Duration(steps) * slowStartStep)
+		p.rate *= math.Exp2(float64(min(steps, 16)))
+		if p.rate > unlimitedRate {
+			p.rate = math.Inf(1)
+		}
+	case phaseProbe:
+		if math.IsInf(p.rate, 1) {
+			return
+		}
+		if p.best > 0 && p.rate < p.best*recoverBelow {
+			if steps := int(since / slowStartStep); steps > 0 {
+				p.lastStep = p.lastStep.Add(time.Duration(steps) * slowStartStep)
+				p.rate = min(p.rate*math.Exp2(float64(min(steps, 16))), p.best*recoverTo)
+			}
+			return
+		}
+		if since < time.Second {
+			return
+		}
+		p.lastStep = at
+		step := probeStep * math.Exp2(at.Sub(p.lastCut).Seconds()/probeDoubling.Seconds())
+		p.rate *= 1 + min(step, probeMaxStep)
+		if p.rate > unlimitedRate {
+			p.rate = math.Inf(1)
+		}
+	case phaseQuota:
+		if since >= time.Second && p.penalty < 1 {
+			p.lastStep = at
+			p.penalty = min(p.penalty*1.02, 1)
+		}
 	}
-	if measured == 0 && retryAfter > 0 {
-		measured = 1 / retryAfter.Seconds()
-	}
-	next := rate.Limit(max(measured, paceFloor))
-	if next < p.lim.Limit() {
-		p.lim.SetLimitAt(at, next)
-	}
-	p.lastCut, p.lastRise = at, at
 }
 
-// advance moves the ring to the bucket holding now, emptying the buckets
-// it passes over.
-func (p *pacer) advance(now time.Time) {
-	if p.bucketAt.IsZero() {
-		p.bucketAt = now.Truncate(paceBucket)
+// apply sets the limiter from the state: the phase's app-wide rate, this
+// replica's share of it, and the cap.
+func (p *pacer) apply(at time.Time) {
+	if p.phase == phaseQuota {
+		if !at.Before(p.spreadUntil) {
+			// The window the headers spoke of is over, and the next one
+			// has not reached 80% (or they would say so).
+			p.spread = math.Inf(1)
+		}
+		p.rate = max(min(p.sustained, p.spread)*quotaHeadroom*p.penalty, paceFloor)
+	}
+	r := p.rate * p.share
+	if p.cfg.MaxRate > 0 {
+		r = min(r, p.cfg.MaxRate)
+	}
+	if math.IsInf(r, 1) {
+		p.lim.SetLimitAt(at, rate.Inf)
 		return
 	}
-	steps := int(now.Sub(p.bucketAt) / paceBucket)
-	for i := range min(steps, len(p.admitted)) {
-		p.admitted[(p.newest+1+i)%len(p.admitted)] = 0
+	p.lim.SetBurstAt(at, max(1, int(math.Ceil(r*burstSpan.Seconds()))))
+	p.lim.SetLimitAt(at, rate.Limit(r))
+}
+
+// admittedRing counts admitted calls per ringBucket over ringSpan, as a
+// ring: constant memory and work per call however fast calls go. Time the
+// gate kept closed counts as time: for a token bucket or a window, the
+// rate over a span that includes the pauses is what the budget granted.
+type admittedRing struct {
+	counts   [ringSpan / ringBucket]int
+	newest   int
+	bucketAt time.Time
+	first    time.Time
+}
+
+const (
+	ringSpan   = 3 * time.Second
+	ringBucket = 250 * time.Millisecond
+	// ringMinSpan is the least history a rate is measured over.
+	ringMinSpan = 500 * time.Millisecond
+)
+
+func (r *admittedRing) add(at time.Time) {
+	r.advance(at)
+	r.counts[r.newest]++
+}
+
+// rate is the admitted calls per second over the ring; false with less
+// than ringMinSpan of history or nothing admitted.
+func (r *admittedRing) rate(at time.Time) (float64, bool) {
+	if r.first.IsZero() {
+		return 0, false
+	}
+	r.advance(at)
+	n := 0
+	for _, c := range r.counts {
+		n += c
+	}
+	span := min(time.Duration(len(r.counts)-1)*ringBucket+at.Sub(r.bucketAt), at.Sub(r.first))
+	if span < ringMinSpan || n == 0 {
+		return 0, false
+	}
+	return float64(n) / span.Seconds(), true
+}
+
+// advance moves the ring to the bucket holding now, emptying the buckets it
+// passes over.
+func (r *admittedRing) advance(now time.Time) {
+	if r.bucketAt.IsZero() {
+		r.bucketAt = now.Truncate(ringBucket)
+		r.first = now
+		return
+	}
+	steps := int(now.Sub(r.bucketAt) / ringBucket)
+	for i := range min(steps, len(r.counts)) {
+		r.counts[(r.newest+1+i)%len(r.counts)] = 0
 	}
 	if steps > 0 {
-		p.newest = (p.newest + steps) % len(p.admitted)
-		p.bucketAt = p.bucketAt.Add(time.Duration(steps) * paceBucket)
+		r.newest = (r.newest + steps) % len(r.counts)
+		r.bucketAt = r.bucketAt.Add(time.Duration(steps) * ringBucket)
 	}
 }

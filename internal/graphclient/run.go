@@ -155,7 +155,7 @@ func (r *run) attempt(ctx context.Context) error {
 	}
 	resp, err := r.send(ctx, keys, token, body)
 	defer func() { resp.release(r.c) }()
-	r.c.admission.observe(r.c.now(), resp)
+	t.observe(r.c.now(), resp)
 	if err == nil && resp.status == http.StatusUnauthorized {
 		r.logCall(resp, nil)
 		resp.release(r.c)
@@ -173,7 +173,7 @@ func (r *run) attempt(ctx context.Context) error {
 			return err
 		}
 		resp, err = r.send(ctx, keys, token, body)
-		r.c.admission.observe(r.c.now(), resp)
+		t.observe(r.c.now(), resp)
 		if err == nil && resp.status == http.StatusUnauthorized {
 			r.logCall(resp, nil)
 			e := resp.wholeCallError(CodeUnauthenticated)
