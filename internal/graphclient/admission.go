@@ -13,8 +13,7 @@ import (
 // clock and Graph's never lets a call through a moment too early.
 const gateMargin = 25 * time.Millisecond
 
-// Pauses for a throttle that names no wait (429 or 503 without
-// Retry-After): short at first, since a token bucket refills in a fraction
+// Pauses for a 429 or 509 that names no wait: short at first, since a token bucket refills in a fraction
 // of a second, doubling while they repeat, up to a cap.
 const (
 	bareThrottlePause    = 250 * time.Millisecond
@@ -162,9 +161,9 @@ func (t *ticket) observe(now time.Time, resp *response) {
 		return
 	}
 	wait, hasWait := resp.retryAfter(now)
-	if !hasWait {
+	if !hasWait && resp.status != http.StatusServiceUnavailable {
 		a.mu.Lock()
-		wait = min(bareThrottlePause<<min(a.bare, 16), bareThrottleMaxPause)
+		wait, hasWait = min(bareThrottlePause<<min(a.bare, 16), bareThrottleMaxPause), true
 		a.bare++
 		a.mu.Unlock()
 	}
@@ -173,8 +172,14 @@ func (t *ticket) observe(now time.Time, resp *response) {
 	// meanwhile. It closes for MaxRetryAfter at most: a longer pause is left
 	// to the caller's redelivery of this call's sites (see handleTransient),
 	// and must not hold every other user's calls back for as long as Graph,
-	// or whoever answers, asks.
-	pause, extended := a.pause(now, wait)
+	// or whoever answers, asks. A bare 503 may be one server's trouble
+	// rather than the app's budget: it slows the pace but closes no gate,
+	// and the call's own backoff spaces its retries.
+	var pause time.Duration
+	var extended bool
+	if hasWait {
+		pause, extended = a.pause(now, wait)
+	}
 	cut := a.pacer.throttle(now, q)
 	t.overloaded = cut > 0
 	if (cut > 0 || extended) && a.throttled != nil {

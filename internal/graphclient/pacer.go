@@ -204,12 +204,20 @@ func (p *pacer) throttle(at time.Time, q quota) float64 {
 	if !p.lastCut.IsZero() && at.Sub(p.lastCut) < p.cooldown {
 		return 0
 	}
+	p.ring.advance(at) // a throttle starts the history too
 	p.lastCut, p.lastStep = at, at
 	p.cooldown = minCooldown
 	if p.phase == phaseQuota {
 		p.penalty = max(p.penalty*0.9, 0.5)
 		p.apply(at)
 		return p.rate
+	}
+	if p.ring.silent(at) {
+		// Nothing admitted for the whole span: Graph is down, not the
+		// budget spent (that would be admitting at its rate). The gate's
+		// pause and each call's backoff space the calls; cutting the rate
+		// would only slow the recovery.
+		return max(p.rate, paceFloor)
 	}
 	measured, ok := p.ring.rate(at)
 	// The app's rate: this replica's and the busy peers' as of their last
@@ -222,14 +230,18 @@ func (p *pacer) throttle(at time.Time, q quota) float64 {
 		c = min(c, measured)
 	case ok:
 		c = measured
-	case math.IsInf(c, 1):
-		// Unlimited and no history worth the name: fall back to slow start.
-		c = startRate
+	case p.best == 0:
+		// Nothing measured yet, ever: start slowly again rather than guess.
+		p.rate, p.phase, p.lastStep = startRate, phaseSlowStart, at
+		p.apply(at)
+		return p.rate
 	default:
-		c /= 2
+		c = min(c, p.best) / 2
 	}
-	if ok {
-		// Measured: this is what the budget grants now.
+	if ok && (p.best == 0 || math.IsInf(p.rate, 1) || measured >= p.rate*recoverBelow) {
+		// Measured near the pace: this is what the budget grants now. Far
+		// under it, Graph is failing calls rather than metering them (an
+		// outage beginning), and best stays for the recovery.
 		p.best = c
 	}
 	p.cut(at, c*paceBackoff)
@@ -237,8 +249,8 @@ func (p *pacer) throttle(at time.Time, q quota) float64 {
 }
 
 // cut sets the app-wide rate to r after a throttle, here or elsewhere. A
-// cut without a measurement (an outage admits nothing) leaves best alone,
-// so that the rate grows back to it quickly once calls pass again.
+// cut without a measurement leaves best alone, so that the rate grows back
+// to it quickly once calls pass again.
 func (p *pacer) cut(at time.Time, r float64) {
 	r = max(r, paceFloor)
 	p.rate = r
@@ -418,6 +430,21 @@ func (r *admittedRing) rate(at time.Time) (float64, bool) {
 		return 0, false
 	}
 	return float64(n) / span.Seconds(), true
+}
+
+// silent reports whether there is a full span of history in which nothing
+// was admitted.
+func (r *admittedRing) silent(at time.Time) bool {
+	if r.first.IsZero() || at.Sub(r.first) < ringSpan {
+		return false
+	}
+	r.advance(at)
+	for _, c := range r.counts {
+		if c > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // advance moves the ring to the bucket holding now, emptying the buckets it
