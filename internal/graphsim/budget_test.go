@@ -345,12 +345,13 @@ func TestBudgetRateLimitHeaders(t *testing.T) {
 				if want := strconv.Itoa(max(10-i, 0)); limit != "10" || remaining != want {
 					t.Errorf("call %d: got RateLimit-Limit %q Remaining %q, want 10 and %s", i, limit, remaining, want)
 				}
-				if secs, err := strconv.Atoi(reset); err != nil || secs < 1 || secs > 3600 {
+				secs, err := strconv.Atoi(reset)
+				if err != nil || secs < 1 || secs > 3600 {
 					t.Errorf("call %d: RateLimit-Reset %q, want whole seconds in 1..3600", i, reset)
 				}
 				if i > 10 {
 					ra, err := strconv.Atoi(got.header.Get("Retry-After"))
-					if r, _ := strconv.Atoi(reset); err != nil || ra < r {
+					if err != nil || ra < secs {
 						t.Errorf("call %d: Retry-After %q, want whole seconds, not less than RateLimit-Reset %s", i, got.header.Get("Retry-After"), reset)
 					}
 				}
