@@ -24,8 +24,8 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "usage: consumer bench [flags]\n\n"+
 			"Runs the benchmark scenarios (%s), each against a fresh embedded NATS server,\n"+
 			"a fresh Graph simulator and this binary's `run` in a child process (throughput also\n"+
-			"runs it in this process, beside the ceiling's consumer; scaleout runs up to three\n"+
-			"child processes sharing the durable consumer). The consumer\n"+
+			"runs it in this process, beside the ceiling's consumer; scaleout and sharedbudget run up\n"+
+			"to three child processes sharing the durable consumer). The consumer\n"+
 			"under test takes any other setting from the SITEFOLLOW_* environment, as `run` does.\n\nflags:\n",
 			strings.Join(bench.Names(), ", "))
 		fs.PrintDefaults()

@@ -75,6 +75,11 @@ func (r *runner) scenarios() []scenario {
 		{"backlog", 2, r.backlog},
 		{"scaleout", 2 * maxReplicas, r.scaleout},
 		{"bigevents", len(bigEventsModes()), r.bigEvents},
+		{"tokenbucket", len(fullBudgetSizes().tokenCases), r.tokenBucket},
+		{"windows", 2, r.windows}, // two rounds of parts run side by side
+		{"noretryafter", len(noRetryAfterModes()), r.noRetryAfter},
+		{"sharedbudget", 1, r.sharedBudget},
+		{"throttlecpu", 1, r.throttleCPU},
 	}
 }
 
@@ -206,6 +211,9 @@ type sizes struct {
 	// shutdownTimeout is the consumer's SITEFOLLOW_SHUTDOWN_TIMEOUT where a
 	// scenario stops it with work left (throttled), so stopping is quick.
 	shutdownTimeout time.Duration
+	// budget sizes the throttle-shape scenarios (tokenbucket, windows,
+	// noretryafter, sharedbudget, throttlecpu).
+	budget budgetSizes
 }
 
 func fullSizes() sizes {
@@ -221,6 +229,7 @@ func fullSizes() sizes {
 		scaleoutEvents: 40_000, scaleoutUsers: 2_000, scaleoutReplicas: maxReplicas,
 		bigEvents: 1_000, bigEventsUsers: 100,
 		shutdownTimeout: 2 * time.Second,
+		budget:          fullBudgetSizes(),
 	}
 }
 
@@ -241,6 +250,7 @@ func shortSizes() sizes {
 		scaleoutEvents: 200, scaleoutUsers: 20, scaleoutReplicas: 2,
 		bigEvents: 20, bigEventsUsers: 5,
 		shutdownTimeout: time.Second,
+		budget:          shortBudgetSizes(),
 	}
 }
 

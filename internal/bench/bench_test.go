@@ -230,8 +230,11 @@ func TestThrottleWindow(t *testing.T) {
 		call(3, 207, 20),
 		call(4, 200, 20), // at the end: outside
 	}
+	refused := call(2, 503, 20) // a budget answering 503
+	refused.Throttled = true
+	calls = append(calls, refused, call(3, 0, 20)) // and one never answered
 	got := throttleWindow(calls, t0.Add(time.Second), t0.Add(4*time.Second))
-	want := windowStats{calls: 4, throttled: 1, multiStatus: 1, appliedSites: 25}
+	want := windowStats{calls: 6, throttled: 2, multiStatus: 1, appliedSites: 25, admitted: 3}
 	if got != want {
 		t.Errorf("got %+v, want %+v", got, want)
 	}

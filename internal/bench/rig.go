@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -571,6 +572,14 @@ func parseStatus(r io.Reader) (procStatus, error) {
 // waitEmpty and waitPulling notice any of them exiting, and stopConsumer
 // and close stop all of them. On error none is left running.
 func (g *rig) startReplicas(n int) (*replicaSet, error) {
+	return g.startReplicasEnv(n, nil)
+}
+
+// startReplicasEnv is startReplicas with extra(i), when extra is not nil,
+// added to the environment of replica i (0-based): settings that tell the
+// replicas apart, such as SITEFOLLOW_GRAPH_ORG, which names each in its
+// User-Agent.
+func (g *rig) startReplicasEnv(n int, extra func(i int) []string) (*replicaSet, error) {
 	if g.serve != nil {
 		// Replicas are processes; several serve loops in this process would
 		// share one Go runtime and measure nothing a deployment sees.
@@ -578,7 +587,11 @@ func (g *rig) startReplicas(n int) (*replicaSet, error) {
 	}
 	members := make([]*child, 0, n)
 	for i := range n {
-		c, err := startChild(g.exe, g.env, filepath.Join(g.dir, fmt.Sprintf("replica-%d.log", i+1)), g.logf)
+		env := g.env
+		if extra != nil {
+			env = append(slices.Clone(g.env), extra(i)...)
+		}
+		c, err := startChild(g.exe, env, filepath.Join(g.dir, fmt.Sprintf("replica-%d.log", i+1)), g.logf)
 		if err != nil {
 			for _, m := range members {
 				m.kill()

@@ -475,10 +475,15 @@ func (g *rig) firstCall(ctx context.Context) (time.Time, error) {
 // windowStats count the Graph calls that arrived in a window.
 type windowStats struct {
 	calls, throttled, multiStatus, appliedSites int
+	// admitted counts calls answered and not throttled: what the
+	// simulator's budget let through, whatever became of them then.
+	admitted int
 }
 
 // throttleWindow counts calls arriving in [from, to): sites count as applied
-// only from calls answered 200 or 204, which apply every site they name.
+// only from calls answered 200 or 204, which apply every site they name. A
+// call is throttled when answered 429 or refused by the simulator's budget
+// with another status (503).
 func throttleWindow(calls []graphsim.Call, from, to time.Time) windowStats {
 	var w windowStats
 	for _, c := range calls {
@@ -486,11 +491,16 @@ func throttleWindow(calls []graphsim.Call, from, to time.Time) windowStats {
 			continue
 		}
 		w.calls++
+		if c.Throttled || c.Status == http.StatusTooManyRequests {
+			w.throttled++
+			continue
+		}
+		if c.Status != 0 {
+			w.admitted++
+		}
 		switch c.Status {
 		case http.StatusOK, http.StatusNoContent:
 			w.appliedSites += len(c.SiteIDs)
-		case http.StatusTooManyRequests:
-			w.throttled++
 		case http.StatusMultiStatus:
 			w.multiStatus++
 		}

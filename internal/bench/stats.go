@@ -2,7 +2,6 @@ package bench
 
 import (
 	"math"
-	"net/http"
 	"slices"
 	"time"
 
@@ -68,18 +67,21 @@ func rate(n int, first, last time.Time) float64 {
 }
 
 // earlyAfterAnswer counts calls that arrived before a Retry-After deadline
-// the client had already been told: more than margin after a 429 was
-// written, and before the deadline that 429 announced. The simulator's own
-// count (graphsim.Server.EarlyCalls) also includes calls that were already
-// on their way when the 429 went out, which no client can avoid while it
-// has several calls in flight; this count excludes them. margin covers
+// the client had already been told: more than margin after a 429 (or a
+// budget's throttling 503) was written, and before the deadline it
+// announced. The simulator's own count (graphsim.Server.EarlyCalls) also
+// includes calls that were already on their way when the 429 went out,
+// which no client can avoid while it has several calls in flight; this
+// count excludes them. margin covers
 // the answer's trip to the client and the client noting it. calls must be
 // in arrival order, as Calls returns them.
 func earlyAfterAnswer(calls []graphsim.Call, margin time.Duration) int {
 	type answer struct{ known, deadline time.Time }
 	var answers []answer
 	for _, c := range calls {
-		if c.Status == http.StatusTooManyRequests && !c.NotBefore.IsZero() {
+		// Only throttling answers with a Retry-After announce a deadline
+		// (a 429, or a budget's 503).
+		if !c.NotBefore.IsZero() {
 			answers = append(answers, answer{known: c.Answered.Add(margin), deadline: c.NotBefore})
 		}
 	}

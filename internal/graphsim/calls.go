@@ -18,9 +18,13 @@ type Call struct {
 	Early           bool // arrived before a previously announced Retry-After deadline had passed
 	// Answered is when the answer was written; zero when none was.
 	Answered time.Time
-	// NotBefore is the app-wide deadline a 429 answer announced; zero for
-	// other answers.
+	// NotBefore is the app-wide deadline a throttling answer announced
+	// (a 429, or a Budget's 503, with Retry-After); zero for other answers.
 	NotBefore time.Time
+	// Throttled is set when the call was refused for the app's rate,
+	// whatever the status (429, or 503 for a Budget answering so): by
+	// Throttle, RateLimit, Budget or Chaos's Throttle.
+	Throttled bool
 }
 
 // callResult is what a Graph call's handling learnt and answered.
@@ -30,6 +34,7 @@ type callResult struct {
 	status              int
 	retryAfter          time.Duration
 	answered, notBefore time.Time
+	throttled           bool
 }
 
 // beginCall records an arriving Graph request. Early is judged here, against
@@ -61,6 +66,7 @@ func (s *Server) finishCall(c *Call, r callResult) {
 	c.RetryAfter = r.retryAfter
 	c.Answered = r.answered
 	c.NotBefore = r.notBefore
+	c.Throttled = r.throttled
 }
 
 // announce extends the app-wide Retry-After deadline; it only ever moves

@@ -97,7 +97,7 @@ func admitChaos(v *chaosVerdict, now time.Time) *reply {
 		return nil
 	case v.throttle:
 		wait, until := parseRetryAfter(v.retryAfter, now)
-		return &reply{err: throttledError(), retryAfter: v.retryAfter, wait: wait, until: until, announce: true}
+		return &reply{err: throttledError(), retryAfter: v.retryAfter, wait: wait, until: until, announce: true, throttled: true}
 	case v.unavailable:
 		return &reply{err: unavailableError(503)}
 	}

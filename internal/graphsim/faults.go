@@ -13,7 +13,7 @@ import (
 //
 // A call is judged in this order: route (404/400/405), bearer token (401),
 // body (400), Throttle (429), Unavailable (503/504), RateLimit (429),
-// Chaos (429/503, see SetChaos), UnknownUser (404), then each site: OmitSite,
+// Budget (429 or 503, see Budget), Chaos (429/503, see SetChaos), UnknownUser (404), then each site: OmitSite,
 // FailSite, unknown site, Chaos SiteTransient. Only calls that get as far as
 // a check consume the fault behind it.
 type faults struct {
@@ -167,8 +167,8 @@ func (s *Server) RevokeTokens() {
 
 // ClearFaults drops every pending or standing fault (Throttle, Unavailable,
 // FailSite, OmitSite, UnknownUser, UpperCaseIDs, ExtraErrorEntry,
-// FailTokens). Latency,
-// the rate limit and announced Retry-After deadlines stay.
+// FailTokens). Latency, the rate limit, the budget and announced
+// Retry-After deadlines stay.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -197,6 +197,7 @@ func (s *Server) admitLocked(now time.Time) *reply {
 			wait:       wait,
 			until:      until,
 			announce:   true,
+			throttled:  true,
 		}
 	}
 	if f.unavailableN > 0 {
@@ -206,14 +207,14 @@ func (s *Server) admitLocked(now time.Time) *reply {
 	if s.limiter != nil {
 		r := s.limiter.ReserveN(now, 1)
 		if !r.OK() {
-			return &reply{err: throttledError(), retryAfter: "1", wait: time.Second, announce: true}
+			return &reply{err: throttledError(), retryAfter: "1", wait: time.Second, announce: true, throttled: true}
 		}
 		if delay := r.DelayFrom(now); delay > 0 {
 			// A refused call must not consume the token it would have waited
 			// for, or a client that honours Retry-After would be refused again.
 			r.CancelAt(now)
 			wait := ceilMillis(delay)
-			return &reply{err: throttledError(), retryAfter: formatSeconds(wait), wait: wait, announce: true}
+			return &reply{err: throttledError(), retryAfter: formatSeconds(wait), wait: wait, announce: true, throttled: true}
 		}
 	}
 	return nil

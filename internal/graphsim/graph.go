@@ -60,7 +60,7 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 		s.announce(deadline)
 	}
 	s.finishCall(call, callResult{op: req.op, user: req.user, ids: req.ids, status: status,
-		retryAfter: retryAfter, answered: answered, notBefore: deadline})
+		retryAfter: retryAfter, answered: answered, notBefore: deadline, throttled: rep.throttled})
 }
 
 // handleGraph decides the answer; nil means no answer can be sent.
@@ -108,6 +108,17 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	if rep := s.admitLocked(now); rep != nil {
 		return rep
 	}
+	rep, quota := s.spendBudgetLocked(now)
+	if rep != nil {
+		return rep
+	}
+	// Whatever becomes of a call the budget admitted, its answer carries
+	// the budget's RateLimit headers.
+	return withHeader(s.admittedLocked(op, user, ids, chaos, now), quota)
+}
+
+// admittedLocked answers a call the rate limit and the budget admitted.
+func (s *Server) admittedLocked(op, user string, ids []string, chaos *chaosVerdict, now time.Time) *reply {
 	if rep := admitChaos(chaos, now); rep != nil {
 		return rep
 	}

@@ -26,6 +26,7 @@ type reply struct {
 	wait       time.Duration // retryAfter as a duration
 	until      time.Time     // retryAfter as an absolute time when it was a date
 	announce   bool          // set the app-wide deadline once written
+	throttled  bool          // refused for the app's rate (Call.Throttled)
 }
 
 func (r *reply) status() int {

@@ -48,6 +48,10 @@ type Options struct {
 	RateLimit float64
 	// Burst is the bucket size (default 1 when RateLimit > 0).
 	Burst int
+	// Budget, if its Shape is set, is the app's Graph budget in one of
+	// several shapes (see Budget); it replaces RateLimit, and New refuses
+	// both at once.
+	Budget Budget
 	// TenantID, ClientID and ClientSecret are the credentials the token
 	// endpoint accepts; defaults DefaultTenantID, DefaultClientID and
 	// DefaultClientSecret.
@@ -63,6 +67,7 @@ type Server struct {
 	tokenLifetime                    time.Duration
 	allowAnySite                     bool
 	limiter                          *rate.Limiter // nil without RateLimit
+	budget                           *budgetState  // nil without Budget; guarded by mu
 
 	graphServer, authServer *http.Server
 	graphURL, authorityURL  string
@@ -130,6 +135,15 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("graphsim new: option Sites: %w", err)
 		}
 		s.sites[site.key()] = true
+	}
+	if err := opts.Budget.validate(); err != nil {
+		return nil, fmt.Errorf("graphsim new: option Budget: %w", err)
+	}
+	if opts.Budget.Shape != 0 {
+		if opts.RateLimit > 0 {
+			return nil, errors.New("graphsim new: options RateLimit and Budget: give one budget, not two")
+		}
+		s.budget = newBudgetState(opts.Budget, time.Now())
 	}
 	if opts.RateLimit > 0 {
 		burst := opts.Burst
