@@ -18,8 +18,8 @@ import (
 // minute), 600 and 3,000 calls a minute, RateLimit headers on every answer
 // once 80% of a window is used, whole-second Retry-After, throttled calls
 // counted against the window. Each is run twice: with the consumer left to
-// find the budget, and with it given up front (SITEFOLLOW_GRAPH_BUDGET,
-// with SITEFOLLOW_GRAPH_CALL_COST=1 since the simulator counts calls). The
+// find the budget, and with it given up front (SITEFOLLOW_GRAPH_BUDGET in
+// resource units, 2 a call as the simulator's headers count them). The
 // four parts of each round run side by side, each with its own NATS
 // server, simulator and consumer process, to keep the full form within
 // about seven minutes: at these budgets a consumer that does not spin
@@ -107,8 +107,7 @@ func (r *runner) windowPart(c windowCase) budgetPart {
 	settings := map[string]string{}
 	if c.given {
 		slug += "-given"
-		settings["SITEFOLLOW_GRAPH_BUDGET"] = fmt.Sprintf("%d/%s", limit, compactDuration(w))
-		settings["SITEFOLLOW_GRAPH_CALL_COST"] = "1"
+		settings["SITEFOLLOW_GRAPH_BUDGET"] = fmt.Sprintf("%d/%s", 2*limit, compactDuration(w))
 	}
 	return budgetPart{
 		name: slug,

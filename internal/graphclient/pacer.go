@@ -60,6 +60,21 @@ type pacer struct {
 	// best is the highest sustainable rate measured, the target of a
 	// recovery; 0 unknown.
 	best float64
+	// rough says the rate was cut in slow start, where what Graph admitted
+	// lags what was sent by the answers' latency: it is probably low, so
+	// it rises at the steepest step until the next throttle.
+	rough bool
+	// peak is the most calls per second the app was admitted (a ring's
+	// mean, this replica's scaled by its share), halving every
+	// peakHalfLife; no cut goes below a quarter of it, so throttles that
+	// come whatever the rate (another app spending the tenant's budget, a
+	// flaky front end) cannot ratchet the pace down to nothing, while a
+	// budget that really shrank is followed as the peak decays.
+	peak   float64
+	peakAt time.Time
+	// admittedSince and throttledSince count answers since the last cut:
+	// a budget overrun throttles the excess, an outage nearly everything.
+	admittedSince, throttledSince int
 	// sustained is the quota's limit per second (limit / cost / window).
 	sustained float64
 	// spread is the rate that spends what the quota has left over what is
@@ -98,13 +113,14 @@ const (
 	paceBackoff   = 0.97                   // fraction of the measured rate after a throttle
 	quotaHeadroom = 0.97                   // fraction of the quota's rate run at
 	probeStep     = 0.005                  // first rise per second, as a fraction of the rate
-	probeMaxStep  = 0.25                   // steepest rise per second
+	probeMaxStep  = 0.10                   // steepest rise per second
 	probeDoubling = 6 * time.Second        // the rise doubles after this long without a throttle
 	recoverBelow  = 0.5                    // under this fraction of best, grow exponentially
 	recoverTo     = 0.9                    // ... up to this fraction of best
 	minCooldown   = time.Second            // one burst of 429s is one signal
-	burstSpan     = time.Second            // calls saved up while idle or paused
-	waitSlice     = 100 * time.Millisecond // longest turn booked ahead
+	burstSpan     = 500 * time.Millisecond // calls saved up while idle or paused
+	waitSlice     = 100 * time.Millisecond // longest wait before asking again
+	peakHalfLife  = 2 * time.Minute
 	defaultWindow = time.Minute
 	defaultCost   = 2.0
 )
@@ -135,7 +151,7 @@ func newPacer(cfg Pacing, now time.Time) *pacer {
 func (p *pacer) wait(ctx context.Context, now func() time.Time) error {
 	for {
 		ok, d := p.reserve(now())
-		if ok && d <= 0 {
+		if ok {
 			return nil
 		}
 		t := time.NewTimer(d)
@@ -145,17 +161,14 @@ func (p *pacer) wait(ctx context.Context, now func() time.Time) error {
 			return fmt.Errorf("pace: %w", ctx.Err())
 		case <-t.C:
 		}
-		if ok {
-			return nil
-		}
 	}
 }
 
-// reserve takes a turn at at: ok with the delay until it comes, if that is
-// within waitSlice; otherwise not ok, and the caller asks again after the
-// delay. A turn is never booked further ahead than waitSlice, because the
-// rate can rise meanwhile (a throttle's cut heals, a window resets, a peer
-// leaves) and a call booked at the low rate would wait at it.
+// reserve takes a turn at at if one is free; otherwise it says how long to
+// wait before asking again, at most waitSlice. Turns are never booked
+// ahead: the rate can rise meanwhile (a throttle's cut heals, a window
+// resets, a peer leaves), and a call booked at a low rate would wait at
+// it; and cancelled bookings would leave the limiter in debt.
 func (p *pacer) reserve(at time.Time) (bool, time.Duration) {
 	p.mu.Lock()
 	if p.phase == phaseSlowStart && at.Sub(p.lastStep) >= slowStartStep {
@@ -165,16 +178,15 @@ func (p *pacer) reserve(at time.Time) (bool, time.Duration) {
 		p.apply(at)
 	}
 	p.mu.Unlock()
-	r := p.lim.ReserveN(at, 1)
-	d := r.DelayFrom(at)
-	if !r.OK() {
+	if p.lim.AllowN(at, 1) {
+		return true, 0
+	}
+	limit := float64(p.lim.Limit())
+	if limit <= 0 {
 		return false, waitSlice
 	}
-	if d <= waitSlice {
-		return true, d
-	}
-	r.CancelAt(at)
-	return false, waitSlice
+	d := time.Duration((1 - p.lim.TokensAt(at)) / limit * float64(time.Second))
+	return false, min(max(d, time.Millisecond), waitSlice)
 }
 
 // limit is this replica's pace in calls per second; +Inf when unlimited.
@@ -185,6 +197,13 @@ func (p *pacer) admit(at time.Time, q quota) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ring.add(at)
+	p.admittedSince++
+	if at.Sub(p.peakAt) >= time.Second {
+		if m, ok := p.ring.mean(at); ok {
+			p.peak = max(p.peakNow(at), m/p.share)
+			p.peakAt = at
+		}
+	}
 	if q.ok {
 		p.learnQuota(at, q)
 	}
@@ -201,10 +220,13 @@ func (p *pacer) throttle(at time.Time, q quota) float64 {
 	if q.ok {
 		p.learnQuota(at, q)
 	}
+	p.throttledSince++
 	if !p.lastCut.IsZero() && at.Sub(p.lastCut) < p.cooldown {
 		return 0
 	}
 	p.ring.advance(at) // a throttle starts the history too
+	outage := p.best > 0 && p.throttledSince > p.admittedSince
+	p.admittedSince, p.throttledSince = 0, 0
 	p.lastCut, p.lastStep = at, at
 	p.cooldown = minCooldown
 	if p.phase == phaseQuota {
@@ -212,14 +234,15 @@ func (p *pacer) throttle(at time.Time, q quota) float64 {
 		p.apply(at)
 		return p.rate
 	}
-	if p.ring.silent(at) {
-		// Nothing admitted for the whole span: Graph is down, not the
-		// budget spent (that would be admitting at its rate). The gate's
+	if outage || p.ring.silent(at) {
+		// Most calls since the last cut failed, or nothing was admitted
+		// for the whole span: Graph is down, not the budget spent (that
+		// would admit at its rate and throttle the excess). The gate's
 		// pause and each call's backoff space the calls; cutting the rate
 		// would only slow the recovery.
 		return max(p.rate, paceFloor)
 	}
-	measured, ok := p.ring.rate(at)
+	measured, ok := p.ring.mean(at)
 	// The app's rate: this replica's and the busy peers' as of their last
 	// heartbeat, or this one's scaled by its share when that is more (the
 	// heartbeats lag while rates change fast, as in slow start).
@@ -238,12 +261,10 @@ func (p *pacer) throttle(at time.Time, q quota) float64 {
 	default:
 		c = min(c, p.best) / 2
 	}
-	if ok && (p.best == 0 || math.IsInf(p.rate, 1) || measured >= p.rate*recoverBelow) {
-		// Measured near the pace: this is what the budget grants now. Far
-		// under it, Graph is failing calls rather than metering them (an
-		// outage beginning), and best stays for the recovery.
+	if ok {
 		p.best = c
 	}
+	p.rough = p.phase == phaseSlowStart
 	p.cut(at, c*paceBackoff)
 	return p.rate
 }
@@ -252,10 +273,18 @@ func (p *pacer) throttle(at time.Time, q quota) float64 {
 // cut without a measurement leaves best alone, so that the rate grows back
 // to it quickly once calls pass again.
 func (p *pacer) cut(at time.Time, r float64) {
-	r = max(r, paceFloor)
+	r = max(r, paceFloor, p.peakNow(at)/4)
 	p.rate = r
 	p.phase = phaseProbe
 	p.apply(at)
+}
+
+// peakNow is peak decayed to at.
+func (p *pacer) peakNow(at time.Time) float64 {
+	if p.peakAt.IsZero() {
+		return 0
+	}
+	return p.peak * math.Exp2(-at.Sub(p.peakAt).Seconds()/peakHalfLife.Seconds())
 }
 
 // adopt takes another replica's cut: the app-wide rate it measured.
@@ -276,7 +305,9 @@ func (p *pacer) adopt(at time.Time, r float64) {
 func (p *pacer) paused(at, until time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if d := until.Sub(at) + minCooldown/4; d > p.cooldown && at.Sub(p.lastCut) < minCooldown {
+	if d := until.Sub(at) + minCooldown; d > p.cooldown && at.Sub(p.lastCut) < minCooldown {
+		// The calls let out together when the pause ends can meet a
+		// bucket that has not refilled past them: the same episode.
 		p.cooldown = d
 	}
 }
@@ -356,6 +387,9 @@ func (p *pacer) grow(at time.Time) {
 		}
 		p.lastStep = at
 		step := probeStep * math.Exp2(at.Sub(p.lastCut).Seconds()/probeDoubling.Seconds())
+		if p.rough {
+			step = probeMaxStep
+		}
 		p.rate *= 1 + min(step, probeMaxStep)
 		if p.rate > unlimitedRate {
 			p.rate = math.Inf(1)
@@ -403,7 +437,7 @@ type admittedRing struct {
 }
 
 const (
-	ringSpan   = 3 * time.Second
+	ringSpan   = 5 * time.Second
 	ringBucket = 250 * time.Millisecond
 	// ringMinSpan is the least history a rate is measured over.
 	ringMinSpan = 500 * time.Millisecond
@@ -414,9 +448,33 @@ func (r *admittedRing) add(at time.Time) {
 	r.counts[r.newest]++
 }
 
-// rate is the admitted calls per second over the ring; false with less
-// than ringMinSpan of history or nothing admitted.
+// rate is the most calls per second admitted in any whole second of the
+// ring (its whole span while it holds less); false with less than
+// ringMinSpan of history or nothing admitted. The busiest second, not the
+// mean: a pause or a slow start within the span would read as a budget
+// smaller than Graph grants, and an estimate too high is corrected by the
+// next throttle within a second, while one too low costs a long climb.
 func (r *admittedRing) rate(at time.Time) (float64, bool) {
+	mean, ok := r.mean(at)
+	if !ok {
+		return 0, false
+	}
+	const per = int(time.Second / ringBucket)
+	whole := int(at.Sub(r.first)/ringBucket) - 1 // whole buckets of history before the newest
+	best := 0
+	for end := 1; end+per-1 <= min(whole, len(r.counts)-1); end++ {
+		sum := 0
+		for k := range per {
+			sum += r.counts[(r.newest-end-k+2*len(r.counts))%len(r.counts)]
+		}
+		best = max(best, sum)
+	}
+	return max(mean, float64(best)), true
+}
+
+// mean is the admitted calls per second over the whole ring; false as for
+// rate.
+func (r *admittedRing) mean(at time.Time) (float64, bool) {
 	if r.first.IsZero() {
 		return 0, false
 	}

@@ -160,6 +160,8 @@ func (q *simQueue) Pop() any {
 	return e
 }
 
+var debugSim = false
+
 // throttleAnswer is how long a throttled call takes to be answered.
 const throttleAnswer = 5 * time.Millisecond
 
@@ -219,6 +221,9 @@ func simulate(s shape, pacing Pacing, workers int, latency, d time.Duration, spa
 				}
 			}
 			a.pacer.setShare(now, 1/float64(replicas), others)
+			if debugSim && e.worker == 0 {
+				fmt.Printf("t=%v rate=%.1f lim=%.1f phase=%d best=%.1f own=%.1f sent=%d thr=%d fl=%d\n", now.Sub(t0), a.pacer.rate, a.pacer.limit(), a.pacer.phase, a.pacer.best, a.pacer.admitted(now), res.sent, res.throttled, a.flight.limit)
+			}
 			heap.Push(q, simEvent{at: now.Add(time.Second), worker: e.worker, kind: 4})
 			continue
 		case 0:
@@ -237,7 +242,7 @@ func simulate(s shape, pacing Pacing, workers int, latency, d time.Duration, spa
 			}
 			a.flight.inFlight++
 			t := &ticket{a: a}
-			heap.Push(q, simEvent{at: now.Add(d), worker: e.worker, kind: 1, t: t})
+			heap.Push(q, simEvent{at: now, worker: e.worker, kind: 1, t: t})
 		case 1:
 			if g := a.gate.until(); g.After(now) {
 				e.t.done()

@@ -82,6 +82,10 @@ type Budget struct {
 	RetryAfter RetryAfterStyle
 	// Status answers refused calls: 429 (default) or 503.
 	Status int
+	// CallCost is the resource units one call costs in the RateLimit
+	// headers, which SharePoint states in units, not calls: default 2, a
+	// write's cost.
+	CallCost int
 }
 
 // headersFrom is the share of a window's Limit used from which answers
@@ -114,6 +118,9 @@ func (b Budget) validate() error {
 	case RetryAfterFractional, RetryAfterWholeSeconds, RetryAfterAbsent:
 	default:
 		return fmt.Errorf("retry-after style %d: %w", b.RetryAfter, errors.ErrUnsupported)
+	}
+	if b.CallCost < 0 {
+		return fmt.Errorf("call cost %d: must not be negative", b.CallCost)
 	}
 	switch b.Status {
 	case 0, http.StatusTooManyRequests, http.StatusServiceUnavailable:
@@ -246,7 +253,7 @@ func (s *Server) spendBudgetLocked(now time.Time) (refused *reply, header http.H
 	}
 	v := s.budget.spend(now)
 	if v.headers {
-		header = rateLimitHeaders(v)
+		header = rateLimitHeaders(v, s.budget.b.CallCost)
 	}
 	if v.admitted {
 		return nil, header
@@ -267,14 +274,18 @@ func (s *Server) spendBudgetLocked(now time.Time) (refused *reply, header http.H
 	return rep, nil
 }
 
-// rateLimitHeaders renders a verdict's RateLimit-Limit, -Remaining and
-// -Reset (IETF draft-03, as SharePoint sends them): Reset is whole seconds
+// rateLimitHeaders renders a verdict's RateLimit-Limit, -Remaining (in
+// resource units, cost a call) and -Reset (IETF draft-03, as SharePoint
+// sends them): Reset is whole seconds
 // rounded up, at least 1, until the fixed window ends or, for a sliding
 // window, until its oldest counted call leaves it.
-func rateLimitHeaders(v verdict) http.Header {
+func rateLimitHeaders(v verdict, cost int) http.Header {
+	if cost == 0 {
+		cost = 2
+	}
 	return http.Header{
-		"Ratelimit-Limit":     {strconv.Itoa(v.limit)},
-		"Ratelimit-Remaining": {strconv.Itoa(v.remaining)},
+		"Ratelimit-Limit":     {strconv.Itoa(v.limit * cost)},
+		"Ratelimit-Remaining": {strconv.Itoa(v.remaining * cost)},
 		"Ratelimit-Reset":     {strconv.FormatInt(wholeSeconds(v.reset), 10)},
 	}
 }

@@ -317,7 +317,7 @@ func TestBudgetHonouredWholeSecondIsAdmitted(t *testing.T) {
 
 // TestBudgetRateLimitHeaders checks the RateLimit headers of the window
 // shapes over HTTP: none below 80% of the limit, then on every answer,
-// success or 429.
+// success or 429, in resource units (2 a call by default).
 func TestBudgetRateLimitHeaders(t *testing.T) {
 	t.Parallel()
 	for _, shape := range []Shape{FixedWindow, SlidingWindow} {
@@ -342,8 +342,8 @@ func TestBudgetRateLimitHeaders(t *testing.T) {
 					}
 					continue
 				}
-				if want := strconv.Itoa(max(10-i, 0)); limit != "10" || remaining != want {
-					t.Errorf("call %d: got RateLimit-Limit %q Remaining %q, want 10 and %s", i, limit, remaining, want)
+				if want := strconv.Itoa(2 * max(10-i, 0)); limit != "20" || remaining != want {
+					t.Errorf("call %d: got RateLimit-Limit %q Remaining %q, want 20 and %s (units)", i, limit, remaining, want)
 				}
 				secs, err := strconv.Atoi(reset)
 				if err != nil || secs < 1 || secs > 3600 {
