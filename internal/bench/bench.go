@@ -75,6 +75,7 @@ func (r *runner) scenarios() []scenario {
 		{"backlog", 2, r.backlog},
 		{"scaleout", 2 * maxReplicas, r.scaleout},
 		{"bigevents", len(bigEventsModes()), r.bigEvents},
+		{"manyusers", 2, r.manyUsers},
 	}
 }
 
