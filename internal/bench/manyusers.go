@@ -1,9 +1,15 @@
 package bench
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sitefollow/sitefollow/internal/graphsim"
@@ -96,6 +102,7 @@ func (r *runner) manyUsersBudget(ctx context.Context, users int, window time.Dur
 	}
 	end := t0.Add(window)
 	r.logf("%s: first Graph call; measuring %s from it", part, window)
+	cpuFrom, cpuErr := g.consumerCPU()
 	drained := false
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -113,6 +120,9 @@ func (r *runner) manyUsersBudget(ctx context.Context, users int, window time.Dur
 		}
 		drained = left == 0
 	}
+	cpuTo, err := g.consumerCPU()
+	cpuErr = cmp.Or(cpuErr, err)
+	cpuSpan := time.Since(t0)
 	if _, err := g.stopConsumer(); err != nil {
 		r.note("%v", err)
 	}
@@ -158,7 +168,51 @@ func (r *runner) manyUsersBudget(ctx context.Context, users int, window time.Dur
 	r.add(Row{Scenario: "manyusers", Metric: fmt.Sprintf("sites per call, %s users, %d calls/s", shortCount(users), throttleRate),
 		Value: fullness, Text: fmt.Sprintf("%.1f of %d (%.2f); %d calls, %d answered 429", perCall, full, fullness, admitted, throttled),
 		Target: "≥ 0.80", Pass: pass(fullness >= 0.8), Detail: detail})
+	if cpuErr != nil {
+		r.note("%s: consumer CPU: %v", part, cpuErr)
+		return nil
+	}
+	// Sending at the budget's pace is little work; a loop turning while it
+	// waits for Graph would show here.
+	share := (cpuTo - cpuFrom).Seconds() / cpuSpan.Seconds()
+	r.add(Row{Scenario: "manyusers", Metric: fmt.Sprintf("consumer CPU while throttled, %s users, %d calls/s", shortCount(users), throttleRate),
+		Value: share, Text: fmt.Sprintf("%.1f%% of one core over %s", 100*share, cpuSpan.Round(time.Second)),
+		Target: "< 10%", Pass: pass(share < 0.1),
+		Detail: map[string]float64{"cpuSeconds": (cpuTo - cpuFrom).Seconds(), "spanSeconds": cpuSpan.Seconds()}})
 	return nil
+}
+
+// consumerCPU is the CPU time the consumer process has used so far (user
+// and system, from /proc/<pid>/stat); only a child process has its own.
+func (g *rig) consumerCPU() (time.Duration, error) {
+	c, ok := g.proc.(*child)
+	if !ok {
+		return 0, errors.New("the consumer runs in this process")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("read cpu: %w", err)
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is the first, utime and stime the 12th and 13th.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("read cpu: unexpected /proc stat %q", b)
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("read cpu: unexpected /proc stat %q", b)
+	}
+	var ticks uint64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("read cpu: %w", err)
+		}
+		ticks += n
+	}
+	// USER_HZ is 100 on every Linux the benchmark runs on.
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // boolFigure is 1 for true, for Detail maps.
