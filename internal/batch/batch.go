@@ -29,7 +29,6 @@ package batch
 
 import (
 	"cmp"
-	"container/heap"
 	"slices"
 	"time"
 	"unique"
@@ -123,143 +122,6 @@ func (b *Batch[M]) Calls(max int) [][]*Item[M] {
 	return calls
 }
 
-// entry is one pending site, its action the ticket's. Kept small (32
-// bytes) and held by value: a backlog holds hundreds of thousands.
-type entry[M any] struct {
-	key    unique.Handle[string] // event.SiteKey of the site
-	at     int64                 // arrival, Unix nanoseconds
-	ticket *Ticket[M]
-	// more is what few entries need; nil nearly always.
-	more *entryMore[M]
-}
-
-// entryMore is a pending site's rarer parts.
-type entryMore[M any] struct {
-	// site is the site as requested when it differs from its key (in case).
-	site unique.Handle[string]
-	// losers are the older requests for the site.
-	losers []*Ticket[M]
-}
-
-func newEntry[M any](key, site unique.Handle[string], at int64, t *Ticket[M]) entry[M] {
-	e := entry[M]{key: key, at: at, ticket: t}
-	if site != key {
-		e.more = &entryMore[M]{site: site}
-	}
-	return e
-}
-
-func (e *entry[M]) seq() uint64 { return e.ticket.Seq }
-
-// site is the site as requested.
-func (e *entry[M]) site() unique.Handle[string] {
-	if e.more != nil && e.more.site != (unique.Handle[string]{}) {
-		return e.more.site
-	}
-	return e.key
-}
-
-func (e *entry[M]) losers() []*Ticket[M] {
-	if e.more == nil {
-		return nil
-	}
-	return e.more.losers
-}
-
-// setLosers replaces the losers; entries are copied by value, so their
-// parts are never changed in place.
-func (e *entry[M]) setLosers(l []*Ticket[M]) {
-	var site unique.Handle[string]
-	if e.more != nil {
-		site = e.more.site
-	}
-	e.more = nil
-	if len(l) > 0 || site != (unique.Handle[string]{}) {
-		e.more = &entryMore[M]{site: site, losers: l}
-	}
-}
-
-// indexFrom is how many pending sites a user has before they are indexed
-// by key; below it a scan is cheaper than a map and far smaller.
-const indexFrom = 32
-
-type user[M any] struct {
-	id      string
-	pending []entry[M]
-	// index finds a pending site by key once there are many.
-	index    map[unique.Handle[string]]int
-	since    int64 // first pending site's arrival, Unix nanoseconds; 0 when none
-	inFlight bool
-	queued   bool
-	// notBefore holds a batch handed back with Return until then, Unix
-	// nanoseconds.
-	notBefore int64
-	// perAction counts pending sites by action: a batch is full when one
-	// action fills a call, since each action is a call of its own.
-	perAction [2]int32
-}
-
-var actions = [2]event.Action{event.Follow, event.Unfollow}
-
-func actionIndex(a event.Action) uint8 {
-	if a == event.Unfollow {
-		return 1
-	}
-	return 0
-}
-
-// find returns the position of the pending site with key, or -1.
-func (u *user[M]) find(key unique.Handle[string]) int {
-	if u.index != nil {
-		if i, ok := u.index[key]; ok {
-			return i
-		}
-		return -1
-	}
-	for i := range u.pending {
-		if u.pending[i].key == key {
-			return i
-		}
-	}
-	return -1
-}
-
-// reindex rebuilds the index after pending changed shape.
-func (u *user[M]) reindex() {
-	if len(u.pending) < indexFrom {
-		u.index = nil
-		return
-	}
-	u.index = make(map[unique.Handle[string]]int, len(u.pending))
-	for i := range u.pending {
-		u.index[u.pending[i].key] = i
-	}
-}
-
-func (u *user[M]) full(maxSites int) bool {
-	return int(u.perAction[0]) >= maxSites || int(u.perAction[1]) >= maxSites
-}
-
-type deadline struct {
-	key string
-	at  int64 // Unix nanoseconds
-}
-
-// deadlines is a min-heap by at. A user may have stale entries (its time
-// moved, or it was taken meanwhile); they are dropped when popped.
-type deadlines []deadline
-
-func (d deadlines) Len() int           { return len(d) }
-func (d deadlines) Less(i, j int) bool { return d[i].at < d[j].at }
-func (d deadlines) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
-func (d *deadlines) Push(x any)        { *d = append(*d, x.(deadline)) }
-func (d *deadlines) Pop() any {
-	old := *d
-	x := old[len(old)-1]
-	*d = old[:len(old)-1]
-	return x
-}
-
 // Aggregator holds pending work for all users. It is not safe for concurrent
 // use: one goroutine owns it.
 type Aggregator[M any] struct {
@@ -284,15 +146,6 @@ type Aggregator[M any] struct {
 func New[M any](maxSites int, linger time.Duration) *Aggregator[M] {
 	return &Aggregator[M]{maxSites: maxSites, wait: linger, users: make(map[string]*user[M])}
 }
-
-// SetWait changes how long a partial batch waits for more sites from its
-// first pending site: the linger normally, longer while a backlog is still
-// arriving (more sites for the same users are on their way), zero once
-// nothing more is coming. It applies to every batch pending, at once.
-func (a *Aggregator[M]) SetWait(d time.Duration) { a.wait = d }
-
-// Wait is the current wait (SetWait).
-func (a *Aggregator[M]) Wait() time.Duration { return a.wait }
 
 // Add records a request and returns its ticket. seq orders requests for the
 // same (user, site): the higher one wins.
@@ -361,92 +214,6 @@ func (a *Aggregator[M]) put(key string, u *user[M], e entry[M]) {
 	}
 }
 
-// schedule records when u started waiting.
-func (a *Aggregator[M]) schedule(key string, u *user[M]) {
-	if u.since != 0 {
-		heap.Push(&a.waiting, deadline{key: key, at: u.since})
-	}
-}
-
-func (a *Aggregator[M]) enqueueIfFull(key string, u *user[M]) {
-	if !u.inFlight && !u.queued && u.full(a.maxSites) {
-		a.enqueue(key, u)
-	}
-}
-
-func (a *Aggregator[M]) enqueue(key string, u *user[M]) {
-	u.queued = true
-	a.due = append(a.due, key)
-}
-
-// ready returns the user a waiting entry stands for if that entry is still
-// current: the user has pending sites since then, and is neither queued nor
-// in flight.
-func (a *Aggregator[M]) ready(d deadline) *user[M] {
-	a.visits++
-	u := a.users[d.key]
-	if u == nil || u.inFlight || u.queued || len(u.pending) == 0 || d.at != u.since {
-		return nil
-	}
-	return u
-}
-
-// Next takes the next due batch, marking its user in flight, or reports
-// false when none is due at now.
-func (a *Aggregator[M]) Next(now time.Time) (*Batch[M], bool) {
-	at := now.UnixNano()
-	cutoff := at - int64(a.wait)
-	for len(a.waiting) > 0 && a.waiting[0].at <= cutoff {
-		d := heap.Pop(&a.waiting).(deadline)
-		if u := a.ready(d); u != nil {
-			a.enqueue(d.key, u)
-		}
-	}
-	for len(a.retries) > 0 && a.retries[0].at <= at {
-		d := heap.Pop(&a.retries).(deadline)
-		a.visits++
-		if u := a.users[d.key]; u != nil && !u.inFlight && !u.queued && len(u.pending) > 0 && d.at == u.notBefore {
-			a.enqueue(d.key, u)
-		}
-	}
-	for len(a.due) > 0 {
-		key := a.due[0]
-		a.due[0] = ""
-		a.due = a.due[1:]
-		a.visits++
-		u := a.users[key]
-		if u == nil {
-			continue
-		}
-		u.queued = false
-		if u.inFlight || len(u.pending) == 0 {
-			continue
-		}
-		if at < u.notBefore {
-			// Handed back: due again at notBefore.
-			heap.Push(&a.retries, deadline{key: key, at: u.notBefore})
-			continue
-		}
-		return a.take(key, u), true
-	}
-	return nil, false
-}
-
-// FlushOldest makes up to n of the batches that have waited longest due now,
-// whatever the wait, and reports how many it made due: when the caller can
-// hold no more, the oldest go first.
-func (a *Aggregator[M]) FlushOldest(n int) int {
-	k := 0
-	for k < n && len(a.waiting) > 0 {
-		d := heap.Pop(&a.waiting).(deadline)
-		if u := a.ready(d); u != nil {
-			a.enqueue(d.key, u)
-			k++
-		}
-	}
-	return k
-}
-
 // take moves up to one Graph call's worth of sites per action, oldest first,
 // into a batch. Sites beyond that stay pending for the next batch rather than
 // going out as a small extra call: when Graph throttles, calls are what is
@@ -493,24 +260,6 @@ func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
 	u.inFlight = true
 	a.inFlight++
 	return b
-}
-
-// Deadline reports when the oldest pending batch becomes due, for the
-// caller's timer; false when nothing waits on time. It may report a time
-// already past for a batch taken since: Next then drops it.
-func (a *Aggregator[M]) Deadline() (time.Time, bool) {
-	var at int64
-	ok := false
-	if len(a.waiting) > 0 {
-		at, ok = a.waiting[0].at+int64(a.wait), true
-	}
-	if len(a.retries) > 0 && (!ok || a.retries[0].at < at) {
-		at, ok = a.retries[0].at, true
-	}
-	if !ok {
-		return time.Time{}, false
-	}
-	return time.Unix(0, at), true
 }
 
 // Complete hands a batch back after its Graph calls, with Retry, Dead and
@@ -620,24 +369,10 @@ func (a *Aggregator[M]) Pending(key string) int {
 	return 0
 }
 
-// FlushAll makes every pending batch due now, for shutdown.
-func (a *Aggregator[M]) FlushAll() {
-	for key, u := range a.users {
-		a.visits++
-		if !u.inFlight && !u.queued && len(u.pending) > 0 {
-			a.enqueue(key, u)
-		}
-	}
-}
-
 // Stats reports pending sites and users in flight.
 func (a *Aggregator[M]) Stats() (pendingSites, inFlightUsers int) {
 	return a.sites, a.inFlight
 }
-
-// Visits counts users examined so far (by Next, FlushOldest and FlushAll):
-// work per batch taken, or a scan per call, tells itself apart here.
-func (a *Aggregator[M]) Visits() uint64 { return a.visits }
 
 // Superseded reports how many older requests for the same site this item
 // overrides; they settle with it.

@@ -22,25 +22,29 @@ func (e *env) publishRoundRobin(users, perUser int) {
 
 func TestLoopSleepsWhileEveryWorkerIsBusy(t *testing.T) {
 	t.Parallel()
-	// Two workers (one Graph slot), both held by a slow Graph, and more
-	// batches due behind them: the loop has nothing to do until a worker
-	// reports back, so it must not turn meanwhile.
+	// Two workers (one Graph slot), both held by a slow Graph; batches that
+	// come due behind them can only wait. The loop has nothing to do until
+	// a worker reports back, so it must not turn meanwhile.
 	e := newEnv(t, withConfig(func(c *handler.Config) {
 		c.MaxConcurrency = 1
 		c.BatchLinger = 10 * time.Millisecond
 	}))
 	e.sim.SetLatency(time.Second)
-	for u := range 8 {
+	e.send("user0@contoso.com", event.Follow, site(1))
+	e.send("user1@contoso.com", event.Follow, site(1))
+	e.eventually("a first Graph call", func() bool { return e.sim.CallCount() >= 1 })
+	// Both workers are busy now: one in its call, one waiting for the slot.
+	for u := 2; u < 8; u++ {
 		e.send("user"+itoa(u)+"@contoso.com", event.Follow, site(1))
 	}
 	h := e.current.h
-	e.eventually("a first Graph call", func() bool { return e.sim.CallCount() >= 1 })
 	from := h.LoopTurns()
 	e.eventually("a third Graph call", func() bool { return e.sim.CallCount() >= 3 })
 	turns := h.LoopTurns() - from
 	t.Logf("loop turns while two calls were answered: %d", turns)
-	// A few turns per call answered and per gauge tick; a loop re-arming
-	// a timer it cannot act on turns hundreds of thousands of times.
+	// A few turns per arrival, per call answered and per gauge tick; a
+	// loop re-arming a timer it cannot act on turns hundreds of thousands
+	// of times.
 	if turns > 500 {
 		t.Errorf("loop turns while two calls were answered: got %d, want at most 500", turns)
 	}
@@ -75,15 +79,15 @@ func TestDrainedStreamIsFlushedOnce(t *testing.T) {
 
 func TestBacklogOfManyUsersGoesOutInFullCalls(t *testing.T) {
 	t.Parallel()
-	// Each user's five requests are 300 messages apart, and the linger is
+	// Each user's five requests are 1,000 messages apart, and the linger is
 	// far shorter than the backlog takes to arrive: while more of the
 	// stream is undelivered, partial batches keep gathering, so each user
 	// gets one call with all five sites.
-	const users, perUser = 300, 5
+	const users, perUser = 1000, 5
 	e := newEnv(t, withConfig(func(c *handler.Config) {
-		c.BatchLinger = 5 * time.Millisecond
+		c.BatchLinger = time.Millisecond
 		c.BatchQuiet = 50 * time.Millisecond
-		c.MaxAckPending = 2000
+		c.MaxAckPending = 6000
 	}))
 	e.stop()
 	e.publishRoundRobin(users, perUser)

@@ -27,7 +27,10 @@ type fakeMsg struct {
 
 func (m *fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
 	tok := strings.Split(m.reply, ".")
-	ts, _ := strconv.ParseInt(tok[7], 10, 64)
+	ts, err := strconv.ParseInt(tok[7], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("fake message: timestamp: %w", err)
+	}
 	meta := &jetstream.MsgMetadata{NumDelivered: 1, NumPending: m.pending, Timestamp: time.Unix(0, ts),
 		Stream: tok[2], Consumer: tok[3]}
 	meta.Sequence.Stream, meta.Sequence.Consumer = m.seq, m.seq
