@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -40,6 +41,11 @@ func serveCommand(ctx context.Context, args []string, getenv func(string) string
 	log, err := config.NewLogger(cfg, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.MemoryLimitMiB > 0 {
+		// The process's, so set here rather than in serve, which the
+		// benchmark and tests also run inside other processes.
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(cfg.MemoryLimitMiB) << 20))
 	}
 	return serve(ctx, cfg, log, nil)
 }
@@ -168,6 +174,8 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		MaxConcurrency:  cfg.MaxConcurrency,
 		MaxDeliver:      cfg.MaxDeliver,
 		MaxAckPending:   cfg.MaxAckPending,
+		HeldMemory:      cfg.HeldMemoryMiB << 20,
+		HeldHorizon:     cfg.HeldHorizon,
 		AckWait:         cfg.AckWait,
 		NakBaseDelay:    cfg.NakBaseDelay,
 		NakMaxDelay:     cfg.NakMaxDelay,

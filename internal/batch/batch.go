@@ -4,8 +4,9 @@
 //
 // The rules:
 //   - Pending work is keyed by user. A user's batch is due when it holds the
-//     maximum sites per call, or when the linger time since its first pending
-//     site has passed.
+//     maximum sites per call, or when the wait (SetWait; the linger unless
+//     the caller says otherwise) since its first pending site has passed.
+//     The caller may also make the oldest batches due early (FlushOldest).
 //   - Per (user, site) only the latest request counts, "latest" meaning the
 //     highest stream sequence, so redeliveries cannot reorder intent. The
 //     losing request is settled together with the winner, unless the winner
@@ -20,24 +21,34 @@
 // Whether a request is older than one already applied elsewhere (another
 // replica, an earlier delivery, before a restart) is not known here: the
 // caller checks its ledger and marks such items Skip.
+//
+// Memory: a pending site costs one small entry in its user's list; site
+// ids are interned (unique.Make), so a site many users follow is stored
+// once.
 package batch
 
 import (
 	"cmp"
-	"container/heap"
 	"slices"
 	"time"
+	"unique"
 
 	"github.com/sitefollow/sitefollow/internal/event"
 )
 
 // Ticket tracks one request message until all of its sites are settled.
+// The caller may embed it in its own message type and pass it to Put, so a
+// held message costs one allocation.
 type Ticket[M any] struct {
-	Msg   M
-	Seq   uint64
-	open  int
-	retry bool
+	Msg    M
+	Seq    uint64
+	open   int32
+	action uint8 // actionIndex of the request's action
+	retry  bool
 }
+
+// Action is the request's action.
+func (t *Ticket[M]) Action() event.Action { return actions[t.action] }
 
 // Done reports a message whose sites are all settled. Retry is true when at
 // least one site was not applied and must be redelivered.
@@ -66,19 +77,14 @@ type Item[M any] struct {
 	Defer bool
 
 	key        string
-	at         time.Time
-	superseded []loser[M]
+	keyHandle  unique.Handle[string]
+	site       unique.Handle[string]
+	at         int64
+	superseded []*Ticket[M]
 }
 
 // Key is the site's canonical form (event.SiteKey).
 func (it *Item[M]) Key() string { return it.key }
-
-// loser is a request that a newer one for the same site overrides; it
-// settles with the winner, or takes its place if the winner is dead-lettered.
-type loser[M any] struct {
-	ticket *Ticket[M]
-	action event.Action
-}
 
 // Batch is everything one user has pending, taken in one go.
 type Batch[M any] struct {
@@ -97,7 +103,7 @@ func (b *Batch[M]) Key() string { return b.key }
 // per call, follows first.
 func (b *Batch[M]) Calls(max int) [][]*Item[M] {
 	var calls [][]*Item[M]
-	for _, action := range []event.Action{event.Follow, event.Unfollow} {
+	for _, action := range actions {
 		var cur []*Item[M]
 		for i := range b.Items {
 			if b.Items[i].Action != action || b.Items[i].Skip || b.Items[i].Defer {
@@ -116,106 +122,59 @@ func (b *Batch[M]) Calls(max int) [][]*Item[M] {
 	return calls
 }
 
-type entry[M any] struct {
-	at         time.Time
-	key        string
-	site       string
-	action     event.Action
-	ticket     *Ticket[M]
-	superseded []loser[M]
-}
-
-func (e *entry[M]) seq() uint64 { return e.ticket.Seq }
-
-type user[M any] struct {
-	id       string
-	pending  map[string]*entry[M]
-	since    time.Time // first pending site's arrival; zero when none
-	inFlight bool
-	queued   bool
-	// notBefore holds a batch handed back with Return until then.
-	notBefore time.Time
-	// perAction counts pending sites by action: a batch is full when one
-	// action fills a call, since each action is a call of its own.
-	perAction [2]int
-}
-
-func actionIndex(a event.Action) int {
-	if a == event.Unfollow {
-		return 1
-	}
-	return 0
-}
-
-func (u *user[M]) full(maxSites int) bool {
-	return u.perAction[0] >= maxSites || u.perAction[1] >= maxSites
-}
-
-// due is when the user's batch becomes due by time: linger after its first
-// pending site, and never before notBefore.
-func (u *user[M]) due(linger time.Duration) time.Time {
-	at := u.since.Add(linger)
-	if u.notBefore.After(at) {
-		return u.notBefore
-	}
-	return at
-}
-
-type deadline struct {
-	key string
-	at  time.Time
-}
-
-// deadlines is a min-heap by at. A user may have stale entries (its due time
-// moved); Next drops those that no longer match.
-type deadlines []deadline
-
-func (d deadlines) Len() int           { return len(d) }
-func (d deadlines) Less(i, j int) bool { return d[i].at.Before(d[j].at) }
-func (d deadlines) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
-func (d *deadlines) Push(x any)        { *d = append(*d, x.(deadline)) }
-func (d *deadlines) Pop() any {
-	old := *d
-	x := old[len(old)-1]
-	*d = old[:len(old)-1]
-	return x
-}
-
 // Aggregator holds pending work for all users. It is not safe for concurrent
 // use: one goroutine owns it.
 type Aggregator[M any] struct {
-	maxSites  int
-	linger    time.Duration
-	users     map[string]*user[M]
-	deadlines deadlines
-	due       []string
-	sites     int
-	inFlight  int
+	maxSites int
+	// wait is how long a partial batch waits for more sites.
+	wait  time.Duration
+	users map[string]*user[M]
+	// waiting orders users with pending sites by their first pending
+	// site's arrival (since): oldest first, whatever the wait.
+	waiting deadlines
+	// retries orders users handed back (Return, deferred items) by
+	// notBefore, once they are otherwise due.
+	retries  deadlines
+	due      []string
+	sites    int
+	inFlight int
+	visits   uint64
 }
 
 // New returns an Aggregator flushing a user at maxSites pending sites or
 // linger after the first one.
 func New[M any](maxSites int, linger time.Duration) *Aggregator[M] {
-	return &Aggregator[M]{maxSites: maxSites, linger: linger, users: make(map[string]*user[M])}
+	return &Aggregator[M]{maxSites: maxSites, wait: linger, users: make(map[string]*user[M])}
 }
 
 // Add records a request and returns its ticket. seq orders requests for the
 // same (user, site): the higher one wins.
 func (a *Aggregator[M]) Add(userID string, action event.Action, sites []string, seq uint64, msg M, now time.Time) *Ticket[M] {
-	t := &Ticket[M]{Msg: msg, Seq: seq, open: len(sites)}
+	t := &Ticket[M]{Msg: msg, Seq: seq}
+	a.Put(t, userID, action, sites, now)
+	return t
+}
+
+// Put is Add with a ticket the caller allocated (with Msg and Seq set). It
+// returns the user id the batch will carry (the first pending request's),
+// so the caller need not keep its own copy when they are the same.
+func (a *Aggregator[M]) Put(t *Ticket[M], userID string, action event.Action, sites []string, now time.Time) string {
+	t.open, t.action = int32(len(sites)), actionIndex(action)
 	key := event.UserKey(userID)
 	u := a.user(key, userID)
+	at := now.UnixNano()
 	for _, site := range sites {
-		a.put(key, u, &entry[M]{at: now, key: event.SiteKey(site), site: site, action: action, ticket: t})
+		h := unique.Make(site)
+		a.put(key, u, newEntry(unique.Make(event.SiteKey(site)), h, at, t))
 	}
 	a.enqueueIfFull(key, u)
-	return t
+	return u.id
 }
 
 func (a *Aggregator[M]) user(key, id string) *user[M] {
 	u := a.users[key]
 	if u == nil {
-		u = &user[M]{id: id, pending: make(map[string]*entry[M])}
+		u = &user[M]{id: id}
 		a.users[key] = u
 	}
 	return u
@@ -224,83 +183,35 @@ func (a *Aggregator[M]) user(key, id string) *user[M] {
 // put adds e to u's pending sites, keeping the newer of e and any request
 // already pending for the site; the other becomes its loser. The winner
 // keeps the earlier place in time: the user has waited since the first.
-func (a *Aggregator[M]) put(key string, u *user[M], e *entry[M]) {
-	old := u.pending[e.key]
+func (a *Aggregator[M]) put(key string, u *user[M], e entry[M]) {
+	i := u.find(e.key)
 	switch {
-	case old == nil:
-		u.pending[e.key] = e
-		u.perAction[actionIndex(e.action)]++
+	case i < 0:
+		i = len(u.pending)
+		u.pending = append(u.pending, e)
+		if u.index != nil {
+			u.index[e.key] = i
+		} else if len(u.pending) == indexFrom {
+			u.reindex()
+		}
+		u.perAction[e.ticket.action]++
 		a.sites++
-	case e.seq() > old.seq():
-		u.perAction[actionIndex(old.action)]--
-		u.perAction[actionIndex(e.action)]++
-		e.at = earlier(e.at, old.at)
-		e.superseded = append(append(e.superseded, old.superseded...), loser[M]{old.ticket, old.action})
-		u.pending[e.key] = e
+	case e.seq() > u.pending[i].seq():
+		old := &u.pending[i]
+		u.perAction[old.ticket.action]--
+		u.perAction[e.ticket.action]++
+		e.at = min(e.at, old.at)
+		e.setLosers(append(append(e.losers(), old.losers()...), old.ticket))
+		*old = e
 	default:
-		old.at = earlier(old.at, e.at)
-		old.superseded = append(append(old.superseded, e.superseded...), loser[M]{e.ticket, e.action})
+		old := &u.pending[i]
+		old.at = min(old.at, e.at)
+		old.setLosers(append(append(old.losers(), e.losers()...), e.ticket))
 	}
-	if since := u.pending[e.key].at; u.since.IsZero() || since.Before(u.since) {
+	if since := u.pending[i].at; u.since == 0 || since < u.since {
 		u.since = since
 		a.schedule(key, u)
 	}
-}
-
-func earlier(x, y time.Time) time.Time {
-	if y.Before(x) {
-		return y
-	}
-	return x
-}
-
-// schedule records when u becomes due by time.
-func (a *Aggregator[M]) schedule(key string, u *user[M]) {
-	if !u.since.IsZero() {
-		heap.Push(&a.deadlines, deadline{key: key, at: u.due(a.linger)})
-	}
-}
-
-func (a *Aggregator[M]) enqueueIfFull(key string, u *user[M]) {
-	if !u.inFlight && !u.queued && u.full(a.maxSites) {
-		a.enqueue(key, u)
-	}
-}
-
-func (a *Aggregator[M]) enqueue(key string, u *user[M]) {
-	u.queued = true
-	a.due = append(a.due, key)
-}
-
-// Next takes the next due batch, marking its user in flight, or reports
-// false when none is due at now.
-func (a *Aggregator[M]) Next(now time.Time) (*Batch[M], bool) {
-	for len(a.deadlines) > 0 && !now.Before(a.deadlines[0].at) {
-		d := heap.Pop(&a.deadlines).(deadline)
-		u := a.users[d.key]
-		if u != nil && !u.inFlight && !u.queued && len(u.pending) > 0 && d.at.Equal(u.due(a.linger)) {
-			a.enqueue(d.key, u)
-		}
-	}
-	for i := 0; i < len(a.due); i++ {
-		key := a.due[i]
-		u := a.users[key]
-		if u != nil && now.Before(u.notBefore) {
-			// Handed back: its deadline entry brings it back at notBefore.
-			continue
-		}
-		a.due = append(a.due[:i], a.due[i+1:]...)
-		i--
-		if u == nil {
-			continue
-		}
-		u.queued = false
-		if u.inFlight || len(u.pending) == 0 {
-			continue
-		}
-		return a.take(key, u), true
-	}
-	return nil, false
 }
 
 // take moves up to one Graph call's worth of sites per action, oldest first,
@@ -308,49 +219,47 @@ func (a *Aggregator[M]) Next(now time.Time) (*Batch[M], bool) {
 // going out as a small extra call: when Graph throttles, calls are what is
 // scarce, so each should be full.
 func (a *Aggregator[M]) take(key string, u *user[M]) *Batch[M] {
-	entries := make([]*entry[M], 0, len(u.pending))
-	for _, e := range u.pending {
-		entries = append(entries, e)
+	order := make([]int, len(u.pending))
+	for i := range order {
+		order[i] = i
 	}
-	// Map order is random; sequence order keeps calls reproducible.
-	slices.SortFunc(entries, func(x, y *entry[M]) int {
-		return cmp.Or(cmp.Compare(x.seq(), y.seq()), cmp.Compare(x.site, y.site))
+	// Sequence order, oldest first; site order among a message's sites
+	// keeps calls reproducible.
+	slices.SortFunc(order, func(x, y int) int {
+		ex, ey := &u.pending[x], &u.pending[y]
+		return cmp.Or(cmp.Compare(ex.seq(), ey.seq()), cmp.Compare(ex.key.Value(), ey.key.Value()))
 	})
-	b := &Batch[M]{UserID: u.id, key: key, Items: make([]Item[M], 0, min(len(entries), 2*a.maxSites))}
-	var follows, unfollows int
-	var since time.Time
-	for _, e := range entries {
-		n := &follows
-		if e.action == event.Unfollow {
-			n = &unfollows
-		}
+	b := &Batch[M]{UserID: u.id, key: key, Items: make([]Item[M], 0, min(len(order), 2*a.maxSites))}
+	var taken [2]int
+	var since int64
+	kept := make([]entry[M], 0, max(len(order)-2*a.maxSites, 0))
+	for _, i := range order {
+		e := &u.pending[i]
+		n := &taken[e.ticket.action]
 		if *n == a.maxSites {
-			if since.IsZero() || e.at.Before(since) {
+			if since == 0 || e.at < since {
 				since = e.at
 			}
+			kept = append(kept, *e)
 			continue
 		}
 		*n++
-		b.Items = append(b.Items, Item[M]{Site: e.site, Action: e.action, Ticket: e.ticket, superseded: e.superseded,
-			key: e.key, at: e.at})
-		delete(u.pending, e.key)
-		u.perAction[actionIndex(e.action)]--
+		site := e.site()
+		b.Items = append(b.Items, Item[M]{Site: site.Value(), Action: e.ticket.Action(), Ticket: e.ticket,
+			superseded: e.losers(), key: e.key.Value(), keyHandle: e.key, site: site, at: e.at})
+		u.perAction[e.ticket.action]--
 	}
+	u.pending = nil
+	if len(kept) > 0 {
+		u.pending = kept
+	}
+	u.reindex()
 	a.sites -= len(b.Items)
 	u.since = since
 	a.schedule(key, u)
 	u.inFlight = true
 	a.inFlight++
 	return b
-}
-
-// Deadline reports when the oldest pending batch becomes due, for the
-// caller's timer; false when nothing waits on time.
-func (a *Aggregator[M]) Deadline() (time.Time, bool) {
-	if len(a.deadlines) == 0 {
-		return time.Time{}, false
-	}
-	return a.deadlines[0].at, true
 }
 
 // Complete hands a batch back after its Graph calls, with Retry, Dead and
@@ -372,7 +281,7 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 	for i := range b.Items {
 		it := &b.Items[i]
 		if it.Defer {
-			a.put(b.key, u, &entry[M]{at: it.at, key: it.key, site: it.Site, action: it.Action, ticket: it.Ticket, superseded: it.superseded})
+			a.putBack(b.key, u, it, it.Ticket, it.superseded)
 			deferred = true
 			continue
 		}
@@ -382,50 +291,57 @@ func (a *Aggregator[M]) Complete(b *Batch[M], now time.Time) []Done[M] {
 		// same message (redelivered while this process still held it): it
 		// shares the winner's fate, or acking it would settle the message
 		// the winner sends back.
-		var older []loser[M]
+		var older []*Ticket[M]
 		for _, l := range it.superseded {
-			if l.ticket.Seq == it.Ticket.Seq {
-				settle(l.ticket, retry)
+			if l.Seq == it.Ticket.Seq {
+				settle(l, retry)
 			} else {
 				older = append(older, l)
 			}
 		}
 		if it.Dead && len(older) > 0 {
-			it.superseded = older
-			a.put(b.key, u, heir(it))
+			heir, rest := heir(older)
+			a.putBack(b.key, u, it, heir, rest)
 			continue
 		}
 		for _, l := range older {
-			settle(l.ticket, false)
+			settle(l, false)
 		}
 	}
 	u.inFlight = false
 	a.inFlight--
 	if deferred {
-		u.notBefore = b.NotBefore
-		a.schedule(b.key, u)
+		u.notBefore = b.NotBefore.UnixNano()
 	}
 	switch {
 	case len(u.pending) == 0:
 		delete(a.users, b.key)
-	case u.full(a.maxSites) || !now.Before(u.due(a.linger)):
+	case u.full(a.maxSites) || u.since+int64(a.wait) <= now.UnixNano():
 		a.enqueue(b.key, u)
+	default:
+		// Its entry may have been dropped while it was in flight.
+		a.schedule(b.key, u)
 	}
 	return done
 }
 
-// heir is the pending entry that replaces a dead-lettered item: its newest
-// superseded request, with the rest superseded by it.
-func heir[M any](it *Item[M]) *entry[M] {
+// putBack makes an item's site pending again for ticket t, with losers.
+func (a *Aggregator[M]) putBack(key string, u *user[M], it *Item[M], t *Ticket[M], losers []*Ticket[M]) {
+	e := newEntry(it.keyHandle, it.site, it.at, t)
+	e.setLosers(losers)
+	a.put(key, u, e)
+}
+
+// heir picks the newest of a dead-lettered item's superseded requests to
+// take its place, with the rest superseded by it.
+func heir[M any](older []*Ticket[M]) (*Ticket[M], []*Ticket[M]) {
 	newest := 0
-	for i, l := range it.superseded {
-		if l.ticket.Seq > it.superseded[newest].ticket.Seq {
+	for i, l := range older {
+		if l.Seq > older[newest].Seq {
 			newest = i
 		}
 	}
-	l := it.superseded[newest]
-	rest := slices.Delete(slices.Clone(it.superseded), newest, newest+1)
-	return &entry[M]{at: it.at, key: it.key, site: it.Site, action: l.action, ticket: l.ticket, superseded: rest}
+	return older[newest], slices.Delete(slices.Clone(older), newest, newest+1)
 }
 
 // Return hands back a batch that was not sent at all (another replica
@@ -436,11 +352,11 @@ func (a *Aggregator[M]) Return(b *Batch[M], notBefore time.Time) {
 	u := a.users[b.key]
 	for i := range b.Items {
 		it := &b.Items[i]
-		a.put(b.key, u, &entry[M]{at: it.at, key: it.key, site: it.Site, action: it.Action, ticket: it.Ticket, superseded: it.superseded})
+		a.putBack(b.key, u, it, it.Ticket, it.superseded)
 	}
 	u.inFlight = false
 	a.inFlight--
-	u.notBefore = notBefore
+	u.notBefore = notBefore.UnixNano()
 	a.schedule(b.key, u)
 }
 
@@ -451,16 +367,6 @@ func (a *Aggregator[M]) Pending(key string) int {
 		return len(u.pending)
 	}
 	return 0
-}
-
-// FlushAll makes every pending batch due now, for shutdown and for a drained,
-// quiet stream.
-func (a *Aggregator[M]) FlushAll() {
-	for key, u := range a.users {
-		if !u.inFlight && !u.queued && len(u.pending) > 0 {
-			a.enqueue(key, u)
-		}
-	}
 }
 
 // Stats reports pending sites and users in flight.

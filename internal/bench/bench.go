@@ -80,6 +80,7 @@ func (r *runner) scenarios() []scenario {
 		{"noretryafter", len(noRetryAfterModes()), r.noRetryAfter},
 		{"sharedbudget", 1, r.sharedBudget},
 		{"throttlecpu", 1, r.throttleCPU},
+		{"manyusers", 2, r.manyUsers},
 	}
 }
 

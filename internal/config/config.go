@@ -60,6 +60,9 @@ type Config struct {
 	AckWait         time.Duration
 	MaxDeliver      int
 	MaxAckPending   int
+	HeldMemoryMiB   int
+	MemoryLimitMiB  int
+	HeldHorizon     time.Duration
 	MaxConcurrency  int
 	NakBaseDelay    time.Duration
 	NakMaxDelay     time.Duration

@@ -195,9 +195,18 @@ func table() []spec {
 		integer("max-deliver", "SITEFOLLOW_MAX_DELIVER", "10",
 			"Deliveries of a request before it is dead-lettered; counted by the consumer (the JetStream consumer's own limit is unlimited, so no request is stranded).",
 			func(c *Config) *int { return &c.MaxDeliver }, 2, 1000),
-		integer("max-ack-pending", "SITEFOLLOW_MAX_ACK_PENDING", "20000",
+		integer("max-ack-pending", "SITEFOLLOW_MAX_ACK_PENDING", "200000",
 			"Most unacknowledged requests in flight; at least 4 × --batch-max-sites.",
 			func(c *Config) *int { return &c.MaxAckPending }, 1, 1000000),
+		integer("held-memory-mib", "SITEFOLLOW_HELD_MEMORY_MIB", "40",
+			"Memory for requests held to batch, in MiB (about 180 bytes each): a backlog spread over many users is coalesced only as far as it fits.",
+			func(c *Config) *int { return &c.HeldMemoryMiB }, 1, 65536),
+		integer("memory-limit-mib", "SITEFOLLOW_MEMORY_LIMIT_MIB", "80",
+			"Soft limit of the process's Go heap in MiB (as GOMEMLIMIT): near it garbage is collected sooner rather than the heap doubling; 0 leaves the runtime's own.",
+			func(c *Config) *int { return &c.MemoryLimitMiB }, 0, 1<<20),
+		duration("held-horizon", "SITEFOLLOW_HELD_HORIZON", "10m",
+			"When Graph throttles, hold at most what its pace sends in full calls within this time; beyond it stop pulling and leave work to other replicas.",
+			func(c *Config) *time.Duration { return &c.HeldHorizon }, between(time.Second, 24*time.Hour)),
 		integer("max-concurrency", "SITEFOLLOW_MAX_CONCURRENCY", "64",
 			"Most users whose Graph calls run at the same time.",
 			func(c *Config) *int { return &c.MaxConcurrency }, 1, 1024),
@@ -245,6 +254,12 @@ func relations() []relation {
 			if c.MaxAckPending < 4*c.BatchMaxSites {
 				return fmt.Errorf("must be at least 4 × %s (%d): with fewer requests in flight batches never fill and are only sent when %s expires",
 					name("batch-max-sites"), 4*c.BatchMaxSites, name("batch-linger"))
+			}
+			return nil
+		}},
+		{"memory-limit-mib", func(c *Config, name func(string) string) error {
+			if c.MemoryLimitMiB > 0 && c.MemoryLimitMiB < c.HeldMemoryMiB+32 {
+				return fmt.Errorf("must be 0 or at least %s (%d) + 32: what is held must fit with room for the rest", name("held-memory-mib"), c.HeldMemoryMiB)
 			}
 			return nil
 		}},

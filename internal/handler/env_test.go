@@ -213,7 +213,7 @@ func (e *env) startReplica(cfg handler.Config, wrap func(handler.Graph) handler.
 	pub.SetRecreate(func(ctx context.Context) error { return provision.EnsureDeadLetterStream(ctx, js, e.spec) })
 	h := handler.New(cfg, g, pub, led, log, e.metrics)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replica{t: e.t, cancel: cancel, done: make(chan error, 1)}
+	r := &replica{t: e.t, h: h, cancel: cancel, done: make(chan error, 1)}
 	e.current = r
 	go func() {
 		err := h.Run(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
@@ -230,6 +230,7 @@ func (e *env) startReplica(cfg handler.Config, wrap func(handler.Graph) handler.
 // replica is one running handler.
 type replica struct {
 	t      *testing.T
+	h      *handler.Handler
 	cancel context.CancelFunc
 	done   chan error
 }

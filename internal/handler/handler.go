@@ -24,6 +24,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -85,9 +87,6 @@ type Config struct {
 	NakBaseDelay    time.Duration
 	NakMaxDelay     time.Duration
 	ShutdownTimeout time.Duration
-	// PullMaxMessages sizes the inbox: how many messages may arrive beyond
-	// what is held.
-	PullMaxMessages int
 	// PullMaxBytes is how many bytes of messages the client buffers
 	// (jetstream.PullMaxBytes); it must exceed the server's max_payload, or
 	// a message that large would never be delivered. Zero means 16 MiB.
@@ -98,6 +97,13 @@ type Config struct {
 	// HeldPayloadBytes bounds the payloads of invalid events held until
 	// their dead letters are stored. Zero means 32 MiB.
 	HeldPayloadBytes int
+	// HeldMemory bounds the memory of the messages held, in bytes, by the
+	// estimate heldCost: how many messages a backlog spread over many
+	// users can have in hand to coalesce. Zero means DefaultHeldMemory.
+	HeldMemory int
+	// HeldHorizon is how long the work held may take at a throttled Graph
+	// pace, in full calls (see intakeLimit). Zero means AckWait/2.
+	HeldHorizon time.Duration
 	// Conn is the connection acknowledgements are published on (to each
 	// message's reply subject); required.
 	Conn *nats.Conn
@@ -126,15 +132,18 @@ type Handler struct {
 	log        zerolog.Logger
 	metrics    *Metrics
 	decoder    event.Decoder
+	// start is when the handler was made: ticks count from it.
+	start time.Time
+	// turns counts the loop's turns and visits the aggregator's (see
+	// batch.Aggregator.Visits): work the loop does while nothing happens
+	// shows here, for tests.
+	turns, visits atomic.Uint64
 }
 
 // New returns a Handler. metrics may be nil.
 func New(cfg Config, graph Graph, dlq DeadLetters, led Ledger, log zerolog.Logger, metrics *Metrics) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.PullMaxMessages <= 0 {
-		cfg.PullMaxMessages = min(max(cfg.MaxAckPending/4, 100), 5000)
 	}
 	if cfg.PullMaxBytes <= 0 {
 		cfg.PullMaxBytes = 16 << 20
@@ -145,11 +154,26 @@ func New(cfg Config, graph Graph, dlq DeadLetters, led Ledger, log zerolog.Logge
 	if cfg.HeldPayloadBytes <= 0 {
 		cfg.HeldPayloadBytes = 32 << 20
 	}
+	if cfg.HeldMemory <= 0 {
+		cfg.HeldMemory = DefaultHeldMemory
+	}
+	if cfg.HeldHorizon <= 0 {
+		cfg.HeldHorizon = cfg.AckWait / 2
+	}
 	if cfg.LeaseHold <= 0 {
 		cfg.LeaseHold = min(max(5*cfg.BatchLinger, 2*time.Second), 20*time.Second)
 	}
-	return &Handler{cfg: cfg, graph: graph, dlq: dlq, ledger: led, log: log, metrics: metrics,
+	return &Handler{cfg: cfg, start: cfg.Now(), graph: graph, dlq: dlq, ledger: led, log: log, metrics: metrics,
 		decoder: event.Decoder{MaxSites: cfg.EventMaxSites}, graphSlots: make(chan struct{}, max(cfg.MaxConcurrency, 1))}
+}
+
+// tick is the unit of tracked.progress: coarse enough that 32 bits last
+// for years, fine enough beside AckWait (at least seconds).
+const tick = 100 * time.Millisecond
+
+// ticks is t in ticks since the handler started.
+func (h *Handler) ticks(t time.Time) uint32 {
+	return uint32(min(max(t.Sub(h.start)/tick, 0), math.MaxUint32))
 }
 
 // workerLimit is how many batches may be in a worker at once: twice the
@@ -159,79 +183,19 @@ func (h *Handler) workerLimit() int { return 2 * max(h.cfg.MaxConcurrency, 1) }
 // DefaultEventMaxBytes is the default of Config.EventMaxBytes.
 const DefaultEventMaxBytes = 64 << 10
 
+// DefaultHeldMemory is the default of Config.HeldMemory.
+const DefaultHeldMemory = 40 << 20
+
 // delivery is a decoded message on its way from the Consume callback to the
-// loop. The request travels beside the message rather than in it: once
-// aggregated, only its sites matter, and a held message stays small.
+// loop. The sites travel beside the message rather than in it: once
+// aggregated, the batch holds them.
 type delivery struct {
-	t   *tracked
-	req event.Request
-}
-
-// tracked is one delivered message while the handler holds it: only what
-// settling it needs, never the payload of a valid request (held messages
-// would otherwise hold their payloads for as long as they wait to batch).
-type tracked struct {
-	reply   string // where acknowledgements go
-	subject string
-	meta    *jetstream.MsgMetadata
-	// epoch is when the request stream was created, as read when the
-	// subscription started: it tells messages of a re-created stream apart.
-	epoch time.Time
-	// req is the request without its sites (the batch holds those), for
-	// the per-site dead letters.
-	req event.Request
-	err error // decode failure: dead-letter as invalidEvent
-	// payload is, for an invalid event only, the beginning of its payload
-	// (at most event.MaxPayloadBytes) for its dead letter; size is the
-	// payload's full length.
-	payload []byte
-	size    int
-	// unstored says a dead letter for the message could not be stored, so
-	// it is NAKed and counted as stranded until one is.
-	unstored bool
-	progress time.Time
-	// notBefore is the longest Retry-After Graph gave for one of the
-	// message's sites; a NAK never asks for redelivery sooner.
-	notBefore time.Duration
-	// prev and next link the message into the loop's heldSet.
-	prev, next *tracked
-}
-
-// heldSet is every message delivered and not yet settled, as an intrusive
-// list: tens of thousands come and go each second, and a list costs no
-// hashing and no allocation to add to or remove from.
-type heldSet struct {
-	root tracked // sentinel: root.next is the oldest
-	n    int
-}
-
-func (s *heldSet) add(t *tracked) {
-	if s.root.next == nil {
-		s.root.next, s.root.prev = &s.root, &s.root
-	}
-	t.prev, t.next = s.root.prev, &s.root
-	s.root.prev.next = t
-	s.root.prev = t
-	s.n++
-}
-
-func (s *heldSet) remove(t *tracked) {
-	if t.next == nil {
-		return
-	}
-	t.prev.next, t.next.prev = t.next, t.prev
-	t.prev, t.next = nil, nil
-	s.n--
-}
-
-// all lists the held messages, oldest first, so callers may remove while
-// they go.
-func (s *heldSet) all() []*tracked {
-	out := make([]*tracked, 0, s.n)
-	for t := s.root.next; t != nil && t != &s.root; t = t.next {
-		out = append(out, t)
-	}
-	return out
+	t      *tracked
+	userID string
+	action event.Action
+	sites  []string
+	// pending is the stream's undelivered count as the message left it.
+	pending uint64
 }
 
 type item = batch.Item[*tracked]
@@ -261,13 +225,11 @@ type result struct {
 // holds, waits up to ShutdownTimeout for Graph calls in flight, acks what
 // succeeded and NAKs the rest for redelivery. It returns nil on a clean stop.
 func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
-	// Buffered beyond anything the server can have outstanding, so the
-	// Consume callback never waits on the loop.
 	if h.cfg.Conn == nil {
 		return errors.New("handler: run: no connection for acknowledgements")
 	}
-	inbox := make(chan delivery, h.cfg.MaxAckPending+h.cfg.PullMaxMessages)
-	in := newIntake(h.cfg.MaxAckPending, h.cfg.HeldPayloadBytes)
+	inbox := newMailbox()
+	in := newIntake(h.cfg.MaxAckPending, h.cfg.HeldMemory, h.cfg.HeldPayloadBytes)
 	if h.cfg.Pace != nil {
 		in.setLimit(h.intakeLimit(h.cfg.Pace()))
 	}
@@ -310,20 +272,20 @@ var (
 // be stored is NAKed whatever retry says, and counted as stranded until a
 // later delivery stores it.
 func (h *Handler) settle(t *tracked, retry bool) {
-	h.metrics.strand(t.meta.Sequence.Stream, t.unstored, h.cfg.Now())
+	h.metrics.strand(t.seq(), t.unstored, h.cfg.Now())
 	if t.unstored {
 		retry = true
 	}
 	if !retry {
-		if err := h.cfg.Conn.Publish(t.reply, ackBody); err != nil {
-			h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("ack failed; the message will be redelivered")
+		if err := h.cfg.Conn.Publish(t.reply(), ackBody); err != nil {
+			h.log.Warn().Err(err).Uint64("seq", t.seq()).Msg("ack failed; the message will be redelivered")
 		}
 		h.metrics.settled(true)
 		return
 	}
-	delay := h.redeliveryDelay(t.meta.NumDelivered, t.notBefore)
-	if err := h.cfg.Conn.Publish(t.reply, fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())); err != nil {
-		h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("nak failed; the message will be redelivered after AckWait")
+	delay := h.redeliveryDelay(uint64(t.delivered), t.retryAfter())
+	if err := h.cfg.Conn.Publish(t.reply(), fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())); err != nil {
+		h.log.Warn().Err(err).Uint64("seq", t.seq()).Msg("nak failed; the message will be redelivered after AckWait")
 	}
 	h.metrics.settled(false)
 }
@@ -364,7 +326,7 @@ func (h *Handler) strandedHorizon() time.Duration {
 // MaxDeliver is unlimited): a request whose dead letter cannot be stored
 // must stay redeliverable, never be left in the stream undelivered.
 func (h *Handler) lastDelivery(t *tracked) bool {
-	return h.cfg.MaxDeliver > 0 && t.meta.NumDelivered >= uint64(h.cfg.MaxDeliver)
+	return h.cfg.MaxDeliver > 0 && uint64(t.delivered) >= uint64(h.cfg.MaxDeliver)
 }
 
 // errConsumerGone classifies consume errors after which the subscription

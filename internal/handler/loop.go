@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -14,7 +15,9 @@ type loop struct {
 	agg     *batch.Aggregator[*tracked]
 	held    heldSet
 	results chan result
-	inbox   chan delivery
+	inbox   *mailbox
+	// spare is the inbox's other queue (mailbox.take).
+	spare   []delivery
 	intake  *intake
 	workers int
 	invalid []*tracked
@@ -27,11 +30,17 @@ type loop struct {
 	ledgerWarned time.Time
 
 	// backlog is the stream's undelivered count as of the latest message;
-	// lastArrival is when that message arrived. Together they tell when the
-	// stream is drained and quiet, so waiting out the linger gains nothing.
+	// lastArrival is when that message arrived. Together they say whether
+	// more requests are on their way (a backlog arriving: partial batches
+	// keep gathering), the stream is drained and quiet (nothing more to
+	// batch with: send everything), or neither (wait out the linger).
 	backlog     uint64
 	lastArrival time.Time
 	quiet       bool
+	// stalled says requests remain undelivered but none arrived for the
+	// quiet period: the server is not sending more (other replicas hold the
+	// consumer's MaxAckPending), so waiting for them gains nothing.
+	stalled bool
 }
 
 func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
@@ -46,18 +55,21 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 	defer quiet.Stop()
 	var armed time.Time
 	for {
+		h.turns.Add(1)
 		l.dispatch(workCtx, false)
 		armed = l.armTimer(linger, armed)
 		select {
 		case <-ctx.Done():
 			return nil
-		case d := <-l.inbox:
-			l.acceptBurst(d)
-			if h.cfg.BatchQuiet > 0 && l.backlog == 0 {
-				quiet.Reset(h.cfg.BatchQuiet)
+		case <-l.inbox.ready:
+			if l.acceptAll() {
+				quiet.Reset(l.quietAfter())
 			}
 		case <-quiet.C:
-			l.quiet = l.backlog == 0 && h.cfg.Now().Sub(l.lastArrival) >= h.cfg.BatchQuiet
+			l.settleDown()
+		case <-l.intake.fullC:
+			// Nothing more can come in: dispatch sends the batches that
+			// waited longest to make room.
 		case r := <-l.results:
 			l.finish(workCtx, r)
 		case <-linger.C:
@@ -71,7 +83,7 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 			}
 			h.metrics.pruneStranded(h.cfg.Now().Add(-h.strandedHorizon()))
 			sites, users := l.agg.Stats()
-			h.metrics.gauges(sites, users, l.held.n, l.intake.bound())
+			h.metrics.gauges(sites, users, l.held.len(), l.intake.bound())
 		case err := <-sub.errs:
 			if consumerGone(err) {
 				h.log.Warn().Err(err).Msg("consumer lost")
@@ -90,8 +102,13 @@ func (l *loop) run(ctx, workCtx context.Context, sub *subscription) error {
 
 // armTimer points the linger timer at the aggregator's next deadline. It
 // resets the timer only when that deadline moved, since most loop turns
-// (a message in, a batch back) leave it where it was.
+// (a message in, a batch back) leave it where it was, and not at all while
+// every worker is busy: nothing due could start, and the next worker's
+// result wakes the loop anyway.
 func (l *loop) armTimer(t *time.Timer, armed time.Time) time.Time {
+	if l.workers >= l.h.workerLimit() {
+		return armed
+	}
 	at, ok := l.agg.Deadline()
 	if !ok || at.Equal(armed) {
 		return armed
@@ -100,44 +117,85 @@ func (l *loop) armTimer(t *time.Timer, armed time.Time) time.Time {
 	return at
 }
 
-// acceptBurst takes t and whatever else is already waiting, up to a bound,
-// so a busy inbox costs one dispatch and one timer check per burst rather
-// than per message.
-func (l *loop) acceptBurst(d delivery) {
-	now := l.h.cfg.Now()
-	l.lastArrival, l.quiet = now, false
-	l.accept(d, now)
-	for range 255 {
-		select {
-		case d := <-l.inbox:
-			l.accept(d, now)
-		default:
-			return
-		}
+// quietAfter is how long without arrivals makes the stream quiet (drained)
+// or stalled (not drained).
+func (l *loop) quietAfter() time.Duration {
+	if l.h.cfg.BatchQuiet > 0 {
+		return l.h.cfg.BatchQuiet
 	}
+	return l.h.cfg.BatchLinger
+}
+
+// settleDown runs when nothing arrived for quietAfter: a drained stream is
+// quiet, once for this quiet period; one with requests left is stalled.
+func (l *loop) settleDown() {
+	if l.h.cfg.Now().Sub(l.lastArrival) < l.quietAfter() {
+		return
+	}
+	if l.backlog == 0 {
+		l.quiet = l.h.cfg.BatchQuiet > 0
+		return
+	}
+	l.stalled = true
+}
+
+// wait is how long a partial batch waits for more sites now: nothing when
+// nothing more is coming (drained and quiet, or shutting down), up to
+// maxHold while a backlog is arriving (its users' other requests are on
+// their way), the linger otherwise.
+func (l *loop) wait(force bool) time.Duration {
+	switch {
+	case force || l.quiet:
+		return 0
+	case l.backlog > 0:
+		return l.h.maxHold()
+	default:
+		return l.h.cfg.BatchLinger
+	}
+}
+
+// acceptAll takes everything the inbox holds: a busy inbox costs one
+// dispatch and one timer check per burst rather than per message. It
+// reports whether anything arrived.
+func (l *loop) acceptAll() bool {
+	burst := l.inbox.take(l.spare)
+	if len(burst) == 0 {
+		l.spare = burst
+		return false
+	}
+	now := l.h.cfg.Now()
+	l.lastArrival, l.quiet, l.stalled = now, false, false
+	for _, d := range burst {
+		l.accept(d, now)
+	}
+	l.spare = burst
+	return true
 }
 
 func (l *loop) accept(d delivery, now time.Time) {
 	t := d.t
 	l.held.add(t)
-	l.backlog = t.meta.NumPending
+	l.backlog = d.pending
 	h := l.h
-	if t.err != nil {
+	if t.invalid() != nil {
 		h.metrics.event(false)
 		l.invalid = append(l.invalid, t)
 		return
 	}
 	h.metrics.event(true)
-	l.agg.Add(d.req.UserID, d.req.Action, d.req.SiteIDs, t.meta.Sequence.Stream, t, now)
+	if id := l.agg.Put(&t.ticket, d.userID, d.action, d.sites, now); id != d.userID {
+		t.setRare().user = d.userID
+	}
 }
 
 // dispatch starts workers for due batches and invalid events while fewer
-// than the worker limit run. force flushes everything pending (shutdown).
+// than the worker limit run. force makes everything pending due (shutdown).
+// While a backlog arrives and nothing more can come in (the intake is full,
+// or the server sends no more), the batches that waited longest go first,
+// however partial: they make room for the rest.
 func (l *loop) dispatch(workCtx context.Context, force bool) {
 	h := l.h
-	if force || l.quiet {
-		l.agg.FlushAll()
-	}
+	l.agg.SetWait(l.wait(force))
 	for l.workers < h.workerLimit() && len(l.invalid) > 0 {
 		t := l.invalid[0]
 		l.invalid = l.invalid[1:]
@@ -146,10 +204,15 @@ func (l *loop) dispatch(workCtx context.Context, force bool) {
 			l.results <- result{invalid: t, dlqErr: h.deadLetterInvalid(workCtx, t)}
 		}()
 	}
+	crowded := l.backlog > 0 && (l.stalled || l.intake.full())
+	now := h.cfg.Now()
 	for l.workers < h.workerLimit() {
-		b, ok := l.agg.Next(h.cfg.Now())
+		b, ok := l.agg.Next(now)
 		if !ok {
-			break
+			if !crowded || l.agg.FlushOldest(1) == 0 {
+				break
+			}
+			continue
 		}
 		j := job{batch: b, lease: l.leases[b.Key()].lease}
 		delete(l.leases, b.Key())
@@ -161,12 +224,17 @@ func (l *loop) dispatch(workCtx context.Context, force bool) {
 		l.workers++
 		go func() { l.results <- h.process(workCtx, j) }()
 	}
+	h.visits.Store(l.agg.Visits())
 }
 
 // release forgets a settled message and frees its intake slot.
 func (l *loop) release(t *tracked) {
 	l.held.remove(t)
-	l.intake.give(1, len(t.payload))
+	payload := 0
+	if bad := t.invalid(); bad != nil {
+		payload = len(bad.payload)
+	}
+	l.intake.give(1, t.cost(), payload)
 }
 
 // busyDelay is how long a user served by another replica waits before the
@@ -187,7 +255,7 @@ func (l *loop) finish(workCtx context.Context, r result) {
 		l.release(r.invalid)
 		if r.dlqErr != nil {
 			r.invalid.unstored = true
-			h.log.Error().Err(r.dlqErr).Uint64("seq", r.invalid.meta.Sequence.Stream).Msg("invalid event kept for redelivery: its dead letter cannot be stored")
+			h.log.Error().Err(r.dlqErr).Uint64("seq", r.invalid.seq()).Msg("invalid event kept for redelivery: its dead letter cannot be stored")
 		}
 		h.settle(r.invalid, r.dlqErr != nil)
 		return
@@ -260,15 +328,24 @@ func (l *loop) releaseLeases(workCtx context.Context, leases ...*ledger.Lease) {
 // AckWait (waiting to batch, on a throttled Graph, on retries) are still
 // being worked on, so a slow Graph never causes a redelivery storm.
 func (l *loop) keepAlive() {
-	now := l.h.cfg.Now()
-	for t := l.held.root.next; t != nil && t != &l.held.root; t = t.next {
-		if now.Sub(t.progress) < l.h.cfg.AckWait/3 {
+	now := l.h.ticks(l.h.cfg.Now())
+	cutoff := int64(now) - int64(l.h.cfg.AckWait/3/tick)
+	failed := 0
+	var first error
+	for _, t := range l.held.list {
+		if int64(t.progress) > cutoff {
 			continue
 		}
 		t.progress = now
-		if err := l.h.cfg.Conn.Publish(t.reply, progressBody); err != nil {
-			l.h.log.Warn().Err(err).Uint64("seq", t.meta.Sequence.Stream).Msg("in-progress signal failed")
+		if err := l.h.cfg.Conn.Publish(t.reply(), progressBody); err != nil {
+			failed++
+			first = cmp.Or(first, err)
 		}
+	}
+	if failed > 0 {
+		// One line per round: with hundreds of thousands held, a line per
+		// message would flood the log for one cause.
+		l.h.log.Warn().Err(first).Int("messages", failed).Msg("in-progress signals failed")
 	}
 }
 
@@ -276,19 +353,26 @@ func (l *loop) keepAlive() {
 // then cancels them; whatever did not finish is NAKed for redelivery.
 func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) {
 	h := l.h
-	for drained := false; !drained; {
-		select {
-		case d := <-l.inbox:
-			l.accept(d, h.cfg.Now())
-		default:
-			drained = true
+	for {
+		burst := l.inbox.take(l.spare)
+		if len(burst) == 0 {
+			break
 		}
+		for _, d := range burst {
+			l.accept(d, h.cfg.Now())
+		}
+		l.spare = burst
 	}
 	deadline := time.NewTimer(h.cfg.ShutdownTimeout)
 	defer deadline.Stop()
-	h.log.Info().Int("held", l.held.n).Msg("shutting down: flushing pending batches")
-	for {
-		l.dispatch(workCtx, true)
+	h.log.Info().Int("held", l.held.len()).Msg("shutting down: flushing pending batches")
+	l.agg.FlushAll()
+	for cancelled := false; ; {
+		if !cancelled {
+			// Once cancelled, a new batch would only fail and come back:
+			// what is left is NAKed below.
+			l.dispatch(workCtx, true)
+		}
 		if l.workers == 0 {
 			break
 		}
@@ -298,6 +382,7 @@ func (l *loop) shutdown(workCtx context.Context, cancelWork context.CancelFunc) 
 		case <-deadline.C:
 			h.log.Warn().Int("workers", l.workers).Msg("shutdown timeout: cancelling Graph calls in flight")
 			cancelWork()
+			cancelled = true
 		}
 	}
 	for _, t := range l.held.all() {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"time"
+	"unique"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,13 +19,13 @@ import (
 type subscription struct {
 	h      *Handler
 	open   OpenConsumer
-	inbox  chan<- delivery
+	inbox  *mailbox
 	intake *intake
 	errs   chan error
 	cc     jetstream.ConsumeContext
 }
 
-func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox chan<- delivery, in *intake) (*subscription, error) {
+func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox *mailbox, in *intake) (*subscription, error) {
 	s := &subscription{h: h, open: open, inbox: inbox, intake: in, errs: make(chan error, 16)}
 	if err := s.start(ctx); err != nil {
 		return nil, err
@@ -64,34 +66,47 @@ func (s *subscription) start(ctx context.Context) error {
 // Of the message it keeps only what settling it needs: a valid request's
 // payload is dropped once decoded, an invalid one's cut to what its dead
 // letter carries, and one larger than EventMaxBytes is not parsed at all.
+// Strings many messages share (user, subject, source) are interned.
 func (s *subscription) receive(msg jetstream.Msg, epoch time.Time) {
 	s.intake.take()
 	meta, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery; nothing to ack, nothing lost.
-		s.intake.give(1, 0)
+		s.intake.give(1, 0, 0)
 		s.h.log.Error().Err(err).Str("subject", event.Truncate(msg.Subject(), 256)).Msg("message without JetStream metadata ignored")
 		return
 	}
 	data := msg.Data()
-	t := &tracked{reply: msg.Reply(), subject: msg.Subject(), meta: meta, epoch: epoch, size: len(data), progress: s.h.cfg.Now()}
-	d := delivery{t: t}
+	t := &tracked{progress: s.h.ticks(s.h.cfg.Now())}
+	t.ticket.Msg, t.ticket.Seq = t, meta.Sequence.Stream
+	o := origin{stream: meta.Stream, created: epoch, subject: msg.Subject()}
+	t.keepReply(&o, msg.Reply(), meta.NumDelivered, meta.Sequence.Consumer, meta.Timestamp.UnixNano(), meta.NumPending)
+	d := delivery{t: t, pending: meta.NumPending}
+	var req event.Request
 	if len(data) > s.h.cfg.EventMaxBytes {
-		t.err = &event.InvalidError{Reason: fmt.Sprintf("event of %d bytes exceeds the %d allowed (SITEFOLLOW_EVENT_MAX_BYTES)", len(data), s.h.cfg.EventMaxBytes)}
+		err = &event.InvalidError{Reason: fmt.Sprintf("event of %d bytes exceeds the %d allowed (SITEFOLLOW_EVENT_MAX_BYTES)", len(data), s.h.cfg.EventMaxBytes)}
 	} else {
-		d.req, t.err = s.h.decoder.Decode(data)
+		req, err = s.h.decoder.Decode(data)
 	}
-	if t.err != nil {
+	payload := 0
+	if err != nil {
+		bad := &invalidEvent{err: err, size: len(data), payload: bytes.Clone(data[:min(len(data), event.MaxPayloadBytes)])}
 		if len(data) <= s.h.cfg.EventMaxBytes {
-			t.req.UserID, t.req.Action = event.Peek(data)
+			bad.userID, bad.action = event.Peek(data)
 		}
-		t.payload = bytes.Clone(data[:min(len(data), event.MaxPayloadBytes)])
-		s.intake.takeBytes(len(t.payload))
+		t.setRare().bad, payload = bad, len(bad.payload)
 	} else {
-		t.req = d.req
-		t.req.SiteIDs = nil
+		d.sites, d.action, d.userID = req.SiteIDs, req.Action, req.UserID
+		o.source = req.Source
+		if req.ID != "" || req.OccurredAt != "" {
+			r := t.setRare()
+			r.id, r.occurredAt = req.ID, req.OccurredAt
+		}
+		t.sites = uint16(min(len(d.sites), math.MaxUint16))
 	}
-	s.inbox <- d
+	t.origin = unique.Make(o)
+	s.intake.takeBytes(t.cost(), payload)
+	s.inbox.put(d)
 }
 
 // restart rebuilds the subscription after the client gave up on it, retrying

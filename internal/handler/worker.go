@@ -189,7 +189,7 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 		// redelivery even on the last delivery.
 		it.Retry = true
 		if r.Err != nil {
-			t.notBefore = max(t.notBefore, r.Err.RetryAfter)
+			t.holdRetryAfter(r.Err.RetryAfter)
 		}
 		return ledger.Unknown
 	}
@@ -199,19 +199,19 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 			RequestID: r.Err.RequestID, ClientRequestID: r.Err.ClientRequestID}
 	}
 	if r.Outcome == graphclient.Unresolved {
-		f.Message = fmt.Sprintf("gave up after %d deliveries: %s: %s", t.meta.NumDelivered, f.Code, f.Message)
+		f.Message = fmt.Sprintf("gave up after %d deliveries: %s: %s", t.delivered, f.Code, f.Message)
 		f.Code = event.CodeRetriesExhausted
 	}
 	// The site's own request, not the whole event again: a dead letter per
 	// rejected site of a large event would otherwise repeat all of it.
-	req := t.req
+	req := t.request(userID)
 	d := h.deadLetter(t, f)
 	d.UserID, d.Action, d.SiteID = userID, it.Action, it.Site
 	req.Action = it.Action
 	d.Event, d.Narrowed = event.NarrowedEvent(req, it.Site), true
 	if err := h.dlq.Publish(ctx, d); err != nil {
 		h.log.Error().Err(err).Str("user", userID).Str("site", it.Site).Str("code", event.Truncate(f.Code, logCodeBytes)).
-			Uint64("seq", t.meta.Sequence.Stream).Msg("dead-letter publish failed; the request will be redelivered")
+			Uint64("seq", t.seq()).Msg("dead-letter publish failed; the request will be redelivered")
 		it.Retry = true
 		t.unstored = true
 		h.metrics.deadLetterFailed()
@@ -232,27 +232,29 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 const logCodeBytes = 256
 
 func (h *Handler) deadLetter(t *tracked, f event.Failure) event.DeadLetter {
+	o := t.origin.Value()
 	return event.DeadLetter{
 		Error:    f,
-		Attempts: int(t.meta.NumDelivered),
+		Attempts: int(t.delivered),
 		DeadAt:   h.cfg.Now().UTC(),
-		Origin: event.Origin{Stream: t.meta.Stream, Sequence: t.meta.Sequence.Stream, Subject: t.subject,
-			StreamCreated: t.epoch},
+		Origin: event.Origin{Stream: o.stream, Sequence: t.seq(), Subject: o.subject,
+			StreamCreated: o.created},
 	}
 }
 
 // deadLetterInvalid stores the dead letter for an event that failed
 // validation. Graph is never called for it.
 func (h *Handler) deadLetterInvalid(ctx context.Context, t *tracked) error {
-	d := h.deadLetter(t, event.Failure{Code: event.CodeInvalidEvent, Message: t.err.Error()})
-	d.UserID, d.Action = t.req.UserID, t.req.Action
-	d.SetPayloadPrefix(t.payload, t.size)
+	bad := t.invalid()
+	d := h.deadLetter(t, event.Failure{Code: event.CodeInvalidEvent, Message: bad.err.Error()})
+	d.UserID, d.Action = bad.userID, bad.action
+	d.SetPayloadPrefix(bad.payload, bad.size)
 	if err := h.dlq.Publish(ctx, d); err != nil {
 		h.metrics.deadLetterFailed()
-		return fmt.Errorf("dead-letter invalid event %d: %w", t.meta.Sequence.Stream, err)
+		return fmt.Errorf("dead-letter invalid event %d: %w", t.seq(), err)
 	}
 	h.metrics.deadLettered(event.CodeInvalidEvent)
-	h.log.Warn().Uint64("seq", t.meta.Sequence.Stream).Str("subject", event.Truncate(t.subject, logCodeBytes)).
-		Str("reason", event.Truncate(t.err.Error(), 1024)).Msg("invalid event dead-lettered")
+	h.log.Warn().Uint64("seq", t.seq()).Str("subject", event.Truncate(t.origin.Value().subject, logCodeBytes)).
+		Str("reason", event.Truncate(bad.err.Error(), 1024)).Msg("invalid event dead-lettered")
 	return nil
 }
