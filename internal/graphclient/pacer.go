@@ -107,13 +107,15 @@ const (
 // per-minute windows) are the bench's budget scenarios.
 const (
 	startRate     = 4.0                    // calls/s at the start of slow start
-	slowStartStep = 250 * time.Millisecond // doubling period
+	slowStartStep = 500 * time.Millisecond // doubling period
 	unlimitedRate = 4096.0                 // beyond this, pacing is off
 	paceFloor     = 0.2                    // calls/s, so an outage cannot stall it to nothing
 	paceBackoff   = 0.97                   // fraction of the measured rate after a throttle
 	quotaHeadroom = 0.97                   // fraction of the quota's rate run at
 	probeStep     = 0.005                  // first rise per second, as a fraction of the rate
+	roughStep     = 0.05                   // rise per second after a rough cut
 	probeMaxStep  = 0.10                   // steepest rise per second
+	probeFullRate = 50.0                   // calls/s from which the first rise is probeStep
 	probeDoubling = 6 * time.Second        // the rise doubles after this long without a throttle
 	recoverBelow  = 0.5                    // under this fraction of best, grow exponentially
 	recoverTo     = 0.9                    // ... up to this fraction of best
@@ -386,9 +388,12 @@ func (p *pacer) grow(at time.Time) {
 			return
 		}
 		p.lastStep = at
-		step := probeStep * math.Exp2(at.Sub(p.lastCut).Seconds()/probeDoubling.Seconds())
+		// Each crossing of the budget costs a throttle or two whatever the
+		// rate, so at low rates the first rise is gentler: a crossing every
+		// few seconds at 10 calls/s would throttle more than 1% of calls.
+		step := probeStep * min(1, p.rate/probeFullRate) * math.Exp2(at.Sub(p.lastCut).Seconds()/probeDoubling.Seconds())
 		if p.rough {
-			step = probeMaxStep
+			step = roughStep
 		}
 		p.rate *= 1 + min(step, probeMaxStep)
 		if p.rate > unlimitedRate {
