@@ -226,7 +226,10 @@ func fullSizes() sizes {
 		latencyRate: 500, latencyUsers: 2_000, latencyDuration: 30 * time.Second,
 		naiveEvents:    300,
 		pipelineEvents: 20_000, pipelineUsers: 1_000,
-		backlogSmall: 100_000, backlogLarge: 1_000_000, backlogUsers: 10_000,
+		// Both backlogs are wider than the held window (200,000 messages by
+		// default), so the growth row compares two full windows: memory
+		// must follow the window, not the backlog.
+		backlogSmall: 300_000, backlogLarge: 1_000_000, backlogUsers: 10_000,
 		scaleoutEvents: 40_000, scaleoutUsers: 2_000, scaleoutReplicas: maxReplicas,
 		bigEvents: 1_000, bigEventsUsers: 100,
 		shutdownTimeout: 2 * time.Second,

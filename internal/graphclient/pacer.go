@@ -46,10 +46,13 @@ type Pacing struct {
 //     concurrent call at once. Without any throttle it is unlimited within
 //     a few seconds.
 //
-// After a deep cut (an outage measured as nearly nothing admitted) it grows
-// back exponentially to near the best rate it measured, so recovery takes
-// seconds. The Retry-After never sets the rate: whole-second values say
-// nothing about it.
+// A throttle while most calls fail, or nothing is admitted at all, is an
+// outage rather than a budget: the rate is left as it was, so recovery is
+// immediate; a cut far below the best rate measured grows back to it
+// exponentially. No cut goes below a quarter of the decaying peak, so
+// throttles that come whatever the rate cannot ratchet the pace to nothing.
+// The Retry-After never sets the rate: whole-second values say nothing
+// about it.
 type pacer struct {
 	mu    sync.Mutex
 	cfg   Pacing
@@ -336,7 +339,7 @@ func (p *pacer) appRate() float64 {
 func (p *pacer) admitted(at time.Time) float64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	r, _ := p.ring.rate(at)
+	r, _ := p.ring.mean(at)
 	return r
 }
 
@@ -428,102 +431,4 @@ func (p *pacer) apply(at time.Time) {
 	}
 	p.lim.SetBurstAt(at, max(1, int(math.Ceil(r*burstSpan.Seconds()))))
 	p.lim.SetLimitAt(at, rate.Limit(r))
-}
-
-// admittedRing counts admitted calls per ringBucket over ringSpan, as a
-// ring: constant memory and work per call however fast calls go. Time the
-// gate kept closed counts as time: for a token bucket or a window, the
-// rate over a span that includes the pauses is what the budget granted.
-type admittedRing struct {
-	counts   [ringSpan / ringBucket]int
-	newest   int
-	bucketAt time.Time
-	first    time.Time
-}
-
-const (
-	ringSpan   = 5 * time.Second
-	ringBucket = 250 * time.Millisecond
-	// ringMinSpan is the least history a rate is measured over.
-	ringMinSpan = 500 * time.Millisecond
-)
-
-func (r *admittedRing) add(at time.Time) {
-	r.advance(at)
-	r.counts[r.newest]++
-}
-
-// rate is the most calls per second admitted in any whole second of the
-// ring (its whole span while it holds less); false with less than
-// ringMinSpan of history or nothing admitted. The busiest second, not the
-// mean: a pause or a slow start within the span would read as a budget
-// smaller than Graph grants, and an estimate too high is corrected by the
-// next throttle within a second, while one too low costs a long climb.
-func (r *admittedRing) rate(at time.Time) (float64, bool) {
-	mean, ok := r.mean(at)
-	if !ok {
-		return 0, false
-	}
-	const per = int(time.Second / ringBucket)
-	whole := int(at.Sub(r.first)/ringBucket) - 1 // whole buckets of history before the newest
-	best := 0
-	for end := 1; end+per-1 <= min(whole, len(r.counts)-1); end++ {
-		sum := 0
-		for k := range per {
-			sum += r.counts[(r.newest-end-k+2*len(r.counts))%len(r.counts)]
-		}
-		best = max(best, sum)
-	}
-	return max(mean, float64(best)), true
-}
-
-// mean is the admitted calls per second over the whole ring; false as for
-// rate.
-func (r *admittedRing) mean(at time.Time) (float64, bool) {
-	if r.first.IsZero() {
-		return 0, false
-	}
-	r.advance(at)
-	n := 0
-	for _, c := range r.counts {
-		n += c
-	}
-	span := min(time.Duration(len(r.counts)-1)*ringBucket+at.Sub(r.bucketAt), at.Sub(r.first))
-	if span < ringMinSpan || n == 0 {
-		return 0, false
-	}
-	return float64(n) / span.Seconds(), true
-}
-
-// silent reports whether there is a full span of history in which nothing
-// was admitted.
-func (r *admittedRing) silent(at time.Time) bool {
-	if r.first.IsZero() || at.Sub(r.first) < ringSpan {
-		return false
-	}
-	r.advance(at)
-	for _, c := range r.counts {
-		if c > 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// advance moves the ring to the bucket holding now, emptying the buckets it
-// passes over.
-func (r *admittedRing) advance(now time.Time) {
-	if r.bucketAt.IsZero() {
-		r.bucketAt = now.Truncate(ringBucket)
-		r.first = now
-		return
-	}
-	steps := int(now.Sub(r.bucketAt) / ringBucket)
-	for i := range min(steps, len(r.counts)) {
-		r.counts[(r.newest+1+i)%len(r.counts)] = 0
-	}
-	if steps > 0 {
-		r.newest = (r.newest + steps) % len(r.counts)
-		r.bucketAt = r.bucketAt.Add(time.Duration(steps) * ringBucket)
-	}
 }
