@@ -91,9 +91,9 @@ func (t *ticket) done() {
 // attempt goes out (once its token is in hand, and the re-send after a
 // 401): time has passed since enter, and another call may have been
 // throttled meanwhile. The attempt paid its pace in enter, so the pacer is
-// not asked again. Its errors are enter's.
-func (t *ticket) recheck(ctx context.Context) error {
-	return t.a.waitGate(ctx, t.maxWait)
+// not asked again. It says how long it waited; its errors are enter's.
+func (t *ticket) recheck(ctx context.Context) (time.Duration, error) {
+	return t.a.waitGateFor(ctx, t.maxWait)
 }
 
 // enter waits until a request may go out: for the throttle gate, a
@@ -127,9 +127,15 @@ func (a *admission) enter(ctx context.Context, maxWait time.Duration) (*ticket, 
 // waitGate blocks until the app-wide throttle gate opens, unless that is
 // further away than maxWait, and counts the time waited.
 func (a *admission) waitGate(ctx context.Context, maxWait time.Duration) error {
+	_, err := a.waitGateFor(ctx, maxWait)
+	return err
+}
+
+// waitGateFor is waitGate that also says how long it waited.
+func (a *admission) waitGateFor(ctx context.Context, maxWait time.Duration) (time.Duration, error) {
 	waited, err := a.gate.wait(ctx, maxWait)
 	a.metrics.throttleWaited(waited)
-	return err
+	return waited, err
 }
 
 // observe is the one place an answer's app-wide meaning is taken. A

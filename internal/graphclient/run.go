@@ -147,10 +147,7 @@ func (r *run) attempt(ctx context.Context) error {
 	}
 	// The token fetch may have taken a while; another call may have been
 	// throttled meanwhile.
-	if err := t.recheck(ctx); err != nil {
-		return r.notAdmitted(keys, err)
-	}
-	if err := r.askPermit(ctx, keys); err != nil {
+	if err := r.permitted(ctx, t, keys); err != nil {
 		return err
 	}
 	resp, err := r.send(ctx, keys, token, body)
@@ -166,10 +163,7 @@ func (r *run) attempt(ctx context.Context) error {
 		if err != nil {
 			return r.tokenFailure(ctx, keys, err)
 		}
-		if err := t.recheck(ctx); err != nil {
-			return r.notAdmitted(keys, err)
-		}
-		if err := r.askPermit(ctx, keys); err != nil {
+		if err := r.permitted(ctx, t, keys); err != nil {
 			return err
 		}
 		resp, err = r.send(ctx, keys, token, body)
@@ -205,6 +199,26 @@ func (r *run) notAdmitted(keys []string, err error) error {
 		return backoff.Permanent(errStop)
 	}
 	return backoff.Permanent(err)
+}
+
+// permitted asks the caller's permit, then the gate again, last thing
+// before the request goes out: the permit may take a round trip, in which
+// another call may have been throttled. If the gate held the request back,
+// the permit is asked again, since what it vouched for (a lease outliving
+// the call) was measured from before the wait.
+func (r *run) permitted(ctx context.Context, t *ticket, keys []string) error {
+	for {
+		if err := r.askPermit(ctx, keys); err != nil {
+			return err
+		}
+		waited, err := t.recheck(ctx)
+		if err != nil {
+			return r.notAdmitted(keys, err)
+		}
+		if waited == 0 {
+			return nil
+		}
+	}
 }
 
 // askPermit asks the caller's permit, if any, whether a request may go out
