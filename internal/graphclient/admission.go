@@ -196,6 +196,19 @@ func (t *ticket) observe(now time.Time, resp *response) {
 	a.metrics.pace(a.pacer.limit())
 }
 
+// pauseEarly closes the gate for a throttle's stated wait as soon as its
+// headers arrive; observe handles the answer in full later (and finds the
+// gate already where it puts it).
+func (a *admission) pauseEarly(now time.Time, h http.Header) {
+	wait, ok := (&response{header: h}).retryAfter(now)
+	if !ok {
+		return
+	}
+	if pause, extended := a.pause(now, wait); extended && a.throttled != nil {
+		a.throttled(pause, 0)
+	}
+}
+
 // pause closes the gate for d (plus the margin, at most MaxRetryAfter) and
 // tells the pacer; it returns the pause applied and whether it moved the
 // gate further out.

@@ -76,6 +76,12 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 	start := time.Now()
 	resp, err := c.httpClient.Do(req)
 	var out *response
+	if err == nil && throttleStatus(resp.StatusCode) {
+		// Close the gate on the status line, before the body is read
+		// (which may wait for answer memory): every moment counts while
+		// other calls could still go out into the pause.
+		c.admission.pauseEarly(c.now(), resp.Header)
+	}
 	if err == nil {
 		out = &response{
 			status:          resp.StatusCode,
