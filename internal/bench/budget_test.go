@@ -129,12 +129,12 @@ func TestWindowBudget(t *testing.T) {
 		perMinute   int
 		wantLimit   int
 		wantLatency time.Duration
-		wantEnv     string
+		wantEnv     string // in resource units, 2 a call
 	}{
-		{time.Minute, 600, 600, simLatency, "600/1m"},
-		{time.Minute, 3_000, 3_000, simLatency, "3000/1m"},
-		{2 * time.Second, 600, 20, 1667 * time.Microsecond, "20/2s"},
-		{2 * time.Second, 3_000, 100, 1667 * time.Microsecond, "100/2s"},
+		{time.Minute, 600, 600, simLatency, "1200/1m"},
+		{time.Minute, 3_000, 3_000, simLatency, "6000/1m"},
+		{2 * time.Second, 600, 20, 1667 * time.Microsecond, "40/2s"},
+		{2 * time.Second, 3_000, 100, 1667 * time.Microsecond, "200/2s"},
 	}
 	for _, tc := range tests {
 		r := &runner{size: sizes{budget: budgetSizes{window: tc.window, windows: 3, users: 10}}}
