@@ -132,6 +132,9 @@ type message struct {
 // for pause, and the app-wide rate this replica cut to (0 if it did not).
 // It never blocks on NATS; a lost signal costs efficiency only.
 func (s *Share) Throttled(pause time.Duration, rate float64) {
+	if !finite(rate) {
+		rate = 0 // unlimited, or nothing to adopt: JSON has no infinity
+	}
 	body, err := json.Marshal(message{Replica: s.id, PauseMs: pause.Milliseconds(), Rate: rate})
 	if err == nil {
 		err = s.conn.Publish(s.throttle, body)

@@ -2,6 +2,7 @@ package budget_test
 
 import (
 	"context"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -96,6 +97,13 @@ func TestReplicasShareOneBudget(t *testing.T) {
 	testkit.Eventually(t, time.Minute, "b to adopt a's throttle", func() bool {
 		_, _, pauses, rates := b.state()
 		return len(pauses) == 1 && pauses[0] == 2*time.Second && rates[0] == 17.5
+	})
+	// An unlimited pacer's pause still reaches the peers (JSON has no
+	// infinity), with no rate to adopt.
+	sa.Throttled(3*time.Second, math.Inf(1))
+	testkit.Eventually(t, time.Minute, "b to adopt a pause without a rate", func() bool {
+		_, _, pauses, rates := b.state()
+		return len(pauses) == 2 && pauses[1] == 3*time.Second && rates[1] == 0
 	})
 	if _, _, pauses, _ := a.state(); len(pauses) != 0 {
 		t.Errorf("a adopted its own throttle: %v", pauses)
