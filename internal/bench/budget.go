@@ -322,26 +322,38 @@ func (r *runner) tokenBucket(ctx context.Context) error {
 	sz := r.size.budget
 	for _, tc := range sz.tokenCases {
 		label := fmt.Sprintf("%g/s, %s answers", tc.rate, tc.latency)
-		budget := tokenBucketBudget(tc.rate, graphsim.RetryAfterWholeSeconds, 0)
-		part := budgetPart{
-			name:   fmt.Sprintf("tokenbucket-%g-%dms", tc.rate, tc.latency.Milliseconds()),
-			sim:    graphsim.Options{AllowAnySite: true, Latency: tc.latency, Budget: budget},
-			events: backlogFor(tc.rate*sz.span.Seconds() + float64(budget.Burst)), users: sz.users,
-			end: spanEnd(sz.span),
-		}
-		pctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
-		run, err := r.runBudgetPart(pctx, part, r.logf)
-		cancel()
+		run, err := r.bucketPart(ctx, fmt.Sprintf("tokenbucket-%g-%dms", tc.rate, tc.latency.Milliseconds()), tc.latency,
+			tokenBucketBudget(tc.rate, graphsim.RetryAfterWholeSeconds, 0))
 		if err != nil {
 			return err
 		}
-		r.noteAll(run.notes)
 		if need := tc.rate * tc.latency.Seconds(); float64(run.maxConcurrency) < need {
 			r.note("tokenbucket %s: SITEFOLLOW_MAX_CONCURRENCY %d cannot carry %.0f calls in flight", label, run.maxConcurrency, need)
 		}
 		r.bucketRows("tokenbucket", label, run, tc.rate, earlyMargin)
 	}
 	return nil
+}
+
+// bucketPart runs one consumer against a token-bucket budget answered after
+// latency, for the span, with a backlog it cannot run out of, and passes
+// its notes on.
+func (r *runner) bucketPart(ctx context.Context, name string, latency time.Duration, budget graphsim.Budget) (budgetRun, error) {
+	sz := r.size.budget
+	part := budgetPart{
+		name:   name,
+		sim:    graphsim.Options{AllowAnySite: true, Latency: latency, Budget: budget},
+		events: backlogFor(budget.Rate*sz.span.Seconds() + float64(budget.Burst)), users: sz.users,
+		end: spanEnd(sz.span),
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer cancel()
+	run, err := r.runBudgetPart(pctx, part, r.logf)
+	if err != nil {
+		return run, err
+	}
+	r.noteAll(run.notes)
+	return run, nil
 }
 
 // noRetryAfterMode is one way a budget refuses without saying how long.
@@ -359,22 +371,12 @@ func noRetryAfterModes() []noRetryAfterMode {
 // own, with the tokenbucket targets but calls before Retry-After, which
 // has nothing to count.
 func (r *runner) noRetryAfter(ctx context.Context) error {
-	sz := r.size.budget
 	for _, m := range noRetryAfterModes() {
-		budget := tokenBucketBudget(throttleRate, graphsim.RetryAfterAbsent, m.status)
-		part := budgetPart{
-			name:   "noretryafter-" + m.slug,
-			sim:    graphsim.Options{AllowAnySite: true, Latency: simLatency, Budget: budget},
-			events: backlogFor(throttleRate*sz.span.Seconds() + float64(budget.Burst)), users: sz.users,
-			end: spanEnd(sz.span),
-		}
-		pctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
-		run, err := r.runBudgetPart(pctx, part, r.logf)
-		cancel()
+		run, err := r.bucketPart(ctx, "noretryafter-"+m.slug, simLatency,
+			tokenBucketBudget(throttleRate, graphsim.RetryAfterAbsent, m.status))
 		if err != nil {
 			return err
 		}
-		r.noteAll(run.notes)
 		r.bucketRows("noretryafter", fmt.Sprintf("%s without Retry-After, %d/s", m.slug, throttleRate), run, throttleRate, 0)
 	}
 	return nil
