@@ -29,12 +29,17 @@ const (
 	// backlogMargin is how much more than the budget can admit over a run
 	// the backlog holds, so that the consumer never runs dry.
 	backlogMargin = 1.3
-	// earlyMargin is earlyAfterAnswer's margin for one consumer process.
-	earlyMargin = 5 * time.Millisecond
-	// sharedEarlyMargin is its margin across replicas: a 429 answered to one
-	// replica reaches the others through NATS, which takes a little longer
-	// than noting it in the same process.
-	sharedEarlyMargin = 20 * time.Millisecond
+	// earlyMargin is earlyAfterAnswer's margin: from the moment the
+	// simulator flushed a 429 to the moment the consumer has closed its
+	// gate. On the 2-core machine the benchmark is judged on, three busy
+	// processes share the cores and the consumer reads a 429 within 1 ms
+	// at the median but up to ~10 ms later when the kernel has it waiting
+	// for a core (measured at 200 calls/s by timestamping, in the
+	// consumer, each call sent and each gate closed: every call counted
+	// early with a 5 ms margin had been sent before the consumer had read
+	// the 429). Across replicas the news also crosses NATS, well within
+	// the same margin.
+	earlyMargin = 20 * time.Millisecond
 )
 
 // budgetSizes size the throttle-shape scenarios.
@@ -386,7 +391,7 @@ func (r *runner) noRetryAfter(ctx context.Context) error {
 // token bucket (SharePoint throttles per app, not per process), with the
 // tokenbucket targets for all of them together. Calls before Retry-After
 // count a call from any replica after a 429 answered to any, with
-// sharedEarlyMargin for the news to travel between them.
+// earlyMargin for the news to travel between them.
 func (r *runner) sharedBudget(ctx context.Context) error {
 	sz := r.size.budget
 	budget := tokenBucketBudget(throttleRate, graphsim.RetryAfterWholeSeconds, 0)
@@ -403,7 +408,7 @@ func (r *runner) sharedBudget(ctx context.Context) error {
 	}
 	r.noteAll(run.notes)
 	label := fmt.Sprintf("%d replicas, %d/s, %s answers", sz.replicas, throttleRate, simLatency)
-	r.bucketRows("sharedbudget", label, run, throttleRate, sharedEarlyMargin)
+	r.bucketRows("sharedbudget", label, run, throttleRate, earlyMargin)
 
 	// Each replica's share of the calls, as its User-Agent names it.
 	per := make([]windowStats, sz.replicas)

@@ -424,7 +424,7 @@ func (r *runner) throttled(ctx context.Context) error {
 	}
 	early := g.sim.EarlyCalls()
 	calls := g.sim.Calls()
-	strict := earlyAfterAnswer(calls, 5*time.Millisecond)
+	strict := earlyAfterAnswer(calls, earlyMargin)
 	w := throttleWindow(calls, from, to)
 	if w.multiStatus > 0 {
 		r.note("throttled: %d calls in the window were answered 207 and not counted as applied", w.multiStatus)

@@ -16,7 +16,9 @@ type Call struct {
 	ClientRequestID string
 	UserAgent       string
 	Early           bool // arrived before a previously announced Retry-After deadline had passed
-	// Answered is when the answer was written; zero when none was.
+	// Answered is when the answer was flushed to the client, the first
+	// moment it could read it (for a moment after the answer is complete,
+	// when it was buffered); zero when none was sent.
 	Answered time.Time
 	// NotBefore is the app-wide deadline a throttling answer announced
 	// (a 429, or a Budget's 503, with Retry-After); zero for other answers.
@@ -53,6 +55,13 @@ func (s *Server) beginCall(at time.Time, clientRequestID, userAgent string) *Cal
 	}
 	s.calls = append(s.calls, c)
 	return c
+}
+
+// flushed moves the call's Answered to when its answer was flushed.
+func (s *Server) flushed(c *Call, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.Answered = at
 }
 
 // finishCall fills in what the handler learnt and answered.

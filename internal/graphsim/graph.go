@@ -42,7 +42,6 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	if err := s.writeGraph(w, r, rep); err != nil {
 		status = 0
 	}
-	answered := time.Now()
 	var retryAfter time.Duration
 	if rep.retryAfter != "" {
 		retryAfter = rep.wait
@@ -50,17 +49,25 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	var deadline time.Time
 	if rep.announce {
 		// Announce once the answer is decided and written to the buffer, yet
-		// before the handler returns and the server flushes it: the deadline
-		// then never precedes what a client that read the answer could know,
-		// and is in place before that client can send again.
+		// before it is flushed: the deadline then never precedes what a
+		// client that read the answer could know, and is in place before
+		// that client can send again.
 		deadline = rep.until
 		if deadline.IsZero() {
 			deadline = time.Now().Add(rep.wait)
 		}
 		s.announce(deadline)
 	}
+	// The record is complete before the client can read the answer, so a
+	// client that got its answer finds the call in Calls.
 	s.finishCall(call, callResult{op: req.op, user: req.user, ids: req.ids, status: status,
-		retryAfter: retryAfter, answered: answered, notBefore: deadline, throttled: rep.throttled})
+		retryAfter: retryAfter, answered: time.Now(), notBefore: deadline, throttled: rep.throttled})
+	// Answered is then moved to the moment the answer left for the client,
+	// the earliest the client could know it (see Call.Answered).
+	if f, ok := w.(http.Flusher); ok && status != 0 {
+		f.Flush()
+		s.flushed(call, time.Now())
+	}
 }
 
 // handleGraph decides the answer; nil means no answer can be sent.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/google/uuid"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -223,6 +224,9 @@ func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) 
 		return nil
 	}
 	h["Content-Type"] = []string{contentType}
+	// Sized up front, so that flushing it early (serveGraph) keeps it one
+	// plain answer rather than a chunked one.
+	h["Content-Length"] = []string{strconv.Itoa(buf.Len())}
 	w.WriteHeader(rep.status())
 	if _, err := w.Write(buf.Bytes()); err != nil {
 		return fmt.Errorf("graphsim write answer: %w", err)
