@@ -30,9 +30,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"maps"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -171,30 +168,19 @@ type Lease struct {
 	validUntil time.Time
 
 	epoch   string
-	applied map[string]uint64 // site key → sequence of the newest applied request
-	pending map[string]uint64 // site key → sequence of the newest request sent, outcome unknown
-	recRev  uint64            // revision of the record key; 0 when there is none
+	applied seqList // site → sequence of the newest applied request
+	pending seqList // site → sequence of the newest request sent, outcome unknown
+	recRev  uint64  // revision of the record key; 0 when there is none
 }
 
 // Applied returns the sequence of the newest request applied for site (a
 // canonical site key), 0 when none is known.
-func (ls *Lease) Applied(site string) uint64 { return ls.applied[siteHash(site)] }
+func (ls *Lease) Applied(site string) uint64 { return ls.applied.get(siteHash(site)) }
 
 // Pending returns the sequence of the newest request sent for site whose
 // outcome is not known (a replica died, or Graph did not answer), 0 when
 // none.
-func (ls *Lease) Pending(site string) uint64 { return ls.pending[siteHash(site)] }
-
-// siteHash is the short name a record gives a site: base64url of the 64-bit
-// FNV-1a hash of its canonical key. A site id is about 90 bytes and a busy
-// user's record is rewritten twice per batch, so names are kept to 11
-// bytes; two of one user's sites sharing a hash is as likely as 2^-64 per
-// pair.
-func siteHash(site string) string {
-	h := fnv.New64a()
-	h.Write([]byte(site)) // a hash.Hash never fails to write
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
-}
+func (ls *Lease) Pending(site string) uint64 { return ls.pending.get(siteHash(site)) }
 
 // Age is how long the lease has been held.
 func (ls *Lease) Age(now time.Time) time.Duration { return now.Sub(ls.acquired) }
@@ -207,10 +193,10 @@ type leaseValue struct {
 
 // record is what an applied key holds.
 type record struct {
-	Stream  string            `json:"stream"`
-	Epoch   string            `json:"epoch"`
-	Applied map[string]uint64 `json:"applied"`
-	Pending map[string]uint64 `json:"pending,omitempty"`
+	Stream  string   `json:"stream"`
+	Epoch   string   `json:"epoch"`
+	Applied siteSeqs `json:"applied"`
+	Pending siteSeqs `json:"pending,omitempty"`
 }
 
 func encodeKey(userKey string) string {
@@ -249,7 +235,6 @@ func (l *Ledger) Acquire(ctx context.Context, userKey string) (*Lease, error) {
 // start again at 1) says nothing about the current one.
 func (l *Ledger) load(ctx context.Context, ls *Lease) error {
 	_, epoch := l.view(ctx)
-	// Empty records stay nil maps: a replica may hold thousands of leases.
 	ls.epoch, ls.applied, ls.pending, ls.recRev = epoch, nil, nil, 0
 	e, err := l.kv.Get(ctx, "applied."+ls.key)
 	switch {
@@ -267,7 +252,7 @@ func (l *Ledger) load(ctx context.Context, ls *Lease) error {
 		return nil
 	}
 	if r.Stream == l.cfg.Stream && r.Epoch == epoch {
-		ls.applied, ls.pending = nonEmpty(r.Applied), nonEmpty(r.Pending)
+		ls.applied, ls.pending = r.Applied.list(), r.Pending.list()
 	}
 	return nil
 }
@@ -347,12 +332,12 @@ func (l *Ledger) Intend(ctx context.Context, ls *Lease, sending map[string]uint6
 	if len(sending) == 0 {
 		return nil
 	}
-	pending := cloneMap(ls.pending, len(sending))
+	pending := ls.pending.open(len(sending))
 	for site, seq := range sending {
 		k := siteHash(site)
 		pending[k] = max(pending[k], seq)
 	}
-	return l.store(ctx, ls, ls.applied, pending, "mark pending")
+	return l.store(ctx, ls, ls.applied.open(0), pending, "mark pending")
 }
 
 // Commit records what became of the requests of a batch (site key →
@@ -363,7 +348,7 @@ func (l *Ledger) Commit(ctx context.Context, ls *Lease, outcomes map[string]Sett
 	if len(outcomes) == 0 {
 		return nil
 	}
-	applied, pending := cloneMap(ls.applied, len(outcomes)), cloneMap(ls.pending, 0)
+	applied, pending := ls.applied.open(len(outcomes)), ls.pending.open(0)
 	changed := false
 	for site, o := range outcomes {
 		site := siteHash(site)
@@ -397,7 +382,7 @@ type Settlement struct {
 
 // store writes the record by compare-and-set, pruned, while the lease is
 // still valid.
-func (l *Ledger) store(ctx context.Context, ls *Lease, applied, pending map[string]uint64, what string) error {
+func (l *Ledger) store(ctx context.Context, ls *Lease, applied, pending siteSeqs, what string) error {
 	ls.mu.Lock()
 	valid := l.cfg.Now().Before(ls.validUntil)
 	ls.mu.Unlock()
@@ -405,10 +390,9 @@ func (l *Ledger) store(ctx context.Context, ls *Lease, applied, pending map[stri
 		return fmt.Errorf("ledger: %s for %q: %w", what, ls.userKey, ErrLost)
 	}
 	floor, _ := l.view(ctx)
-	prune(applied, floor)
-	prune(pending, floor)
-	applied, pending = nonEmpty(applied), nonEmpty(pending)
-	value, err := json.Marshal(record{Stream: l.cfg.Stream, Epoch: ls.epoch, Applied: applied, Pending: pending})
+	applied.prune(floor)
+	pending.prune(floor)
+	value, err := json.Marshal(record{Stream: l.cfg.Stream, Epoch: ls.epoch, Applied: applied.nonEmpty(), Pending: pending.nonEmpty()})
 	if err != nil {
 		return fmt.Errorf("ledger: %s for %q: %w", what, ls.userKey, err)
 	}
@@ -416,7 +400,7 @@ func (l *Ledger) store(ctx context.Context, ls *Lease, applied, pending map[stri
 	if err != nil {
 		return fmt.Errorf("ledger: %s for %q: %w", what, ls.userKey, err)
 	}
-	ls.applied, ls.pending, ls.recRev = applied, pending, rev
+	ls.applied, ls.pending, ls.recRev = applied.list(), pending.list(), rev
 	return nil
 }
 
@@ -432,34 +416,6 @@ func (l *Ledger) InStream(ctx context.Context, seq uint64) (bool, error) {
 		return false, fmt.Errorf("ledger: look up request %d: %w", seq, err)
 	}
 	return true, nil
-}
-
-// cloneMap copies m with room for extra more entries; it never returns nil.
-func cloneMap(m map[string]uint64, extra int) map[string]uint64 {
-	out := make(map[string]uint64, len(m)+extra)
-	maps.Copy(out, m)
-	return out
-}
-
-// nonEmpty is m, or nil when m holds nothing.
-func nonEmpty(m map[string]uint64) map[string]uint64 {
-	if len(m) == 0 {
-		return nil
-	}
-	return m
-}
-
-// prune drops entries below floor: every request at or below such an entry
-// has left the stream, so none can come back to be compared with it. Past
-// maxRecordSites the oldest go too.
-func prune(applied map[string]uint64, floor uint64) {
-	maps.DeleteFunc(applied, func(_ string, seq uint64) bool { return seq < floor })
-	if len(applied) <= maxRecordSites {
-		return
-	}
-	seqs := slices.Sorted(maps.Values(applied))
-	cut := seqs[len(seqs)-maxRecordSites]
-	maps.DeleteFunc(applied, func(_ string, seq uint64) bool { return seq < cut })
 }
 
 // Release gives the lease up so another replica may serve the user at once.

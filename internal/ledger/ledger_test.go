@@ -2,7 +2,10 @@ package ledger
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"hash/fnv"
 	"strconv"
 	"testing"
 	"time"
@@ -206,16 +209,16 @@ func TestRecordOfAReCreatedStreamIsIgnored(t *testing.T) {
 func TestPruneDropsWhatNoRequestCanBeOlderThan(t *testing.T) {
 	tests := []struct {
 		name  string
-		in    map[string]uint64
+		in    siteSeqs
 		floor uint64
-		want  []string
+		want  []uint64
 	}{
-		{"below the floor goes", map[string]uint64{"a": 5, "b": 10, "c": 11}, 10, []string{"b", "c"}},
-		{"no floor keeps all", map[string]uint64{"a": 5}, 0, []string{"a"}},
+		{"below the floor goes", siteSeqs{1: 5, 2: 10, 3: 11}, 10, []uint64{2, 3}},
+		{"no floor keeps all", siteSeqs{1: 5}, 0, []uint64{1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			prune(tt.in, tt.floor)
+			tt.in.prune(tt.floor)
 			if len(tt.in) != len(tt.want) {
 				t.Fatalf("kept %v, want %v", tt.in, tt.want)
 			}
@@ -226,17 +229,51 @@ func TestPruneDropsWhatNoRequestCanBeOlderThan(t *testing.T) {
 			}
 		})
 	}
-	big := make(map[string]uint64, maxRecordSites+10)
+	big := make(siteSeqs, maxRecordSites+10)
 	for i := range maxRecordSites + 10 {
-		big["site"+strconv.Itoa(i)] = uint64(i + 1)
+		big[siteHash("site"+strconv.Itoa(i))] = uint64(i + 1)
 	}
-	prune(big, 0)
+	big.prune(0)
 	if len(big) != maxRecordSites {
 		t.Errorf("record past the bound: kept %d entries, want %d", len(big), maxRecordSites)
 	}
 	for _, seq := range big {
 		if seq <= 10 {
 			t.Fatalf("kept entry %d: the oldest should go first", seq)
+		}
+	}
+}
+
+// TestRecordNamesSitesAsBefore pins the bucket's record format: operators
+// read it, and records written before the in-memory form changed must
+// still be read.
+func TestRecordNamesSitesAsBefore(t *testing.T) {
+	site := "contoso.sharepoint.com,00000000-0000-0000-0000-000000000001,00000000-0000-0000-0000-000000000002"
+	// base64url of the big-endian FNV-1a 64 of site, as records name it.
+	h := fnv.New64a()
+	h.Write([]byte(site))
+	name := base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+	b, err := json.Marshal(record{Stream: "S", Epoch: "e", Applied: siteSeqs{siteHash(site): 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"stream":"S","epoch":"e","applied":{"` + name + `":7}}`
+	if string(b) != want {
+		t.Errorf("record: got %s, want %s", b, want)
+	}
+	var r record
+	if err := json.Unmarshal([]byte(want), &r); err != nil {
+		t.Fatalf("read record: %v", err)
+	}
+	if got := r.Applied[siteHash(site)]; got != 7 {
+		t.Errorf("read back: got %d, want 7", got)
+	}
+	if b, err := json.Marshal(record{Stream: "S", Epoch: "e", Applied: siteSeqs{}.nonEmpty()}); err != nil || string(b) != `{"stream":"S","epoch":"e","applied":null}` {
+		t.Errorf("empty record: got %s (%v), want applied null as before", b, err)
+	}
+	for _, bad := range []string{`{"applied":{"not-a-hash":1}}`, `{"applied":{"AAAA":1}}`} {
+		if err := json.Unmarshal([]byte(bad), &r); err == nil {
+			t.Errorf("record %s: got no error", bad)
 		}
 	}
 }
@@ -344,5 +381,41 @@ func TestKeepAliveHoldsALeasePastItsTTL(t *testing.T) {
 	stop()
 	if err := a.Commit(ctx, la, applied(map[string]uint64{"s1": 1})); err != nil {
 		t.Errorf("commit after a long wait: %v", err)
+	}
+}
+
+func TestSeqListKeepsEverySite(t *testing.T) {
+	tests := []struct {
+		name string
+		in   siteSeqs
+	}{
+		{"none", nil},
+		{"one", siteSeqs{siteHash("a"): 1}},
+		{"many", func() siteSeqs {
+			s := siteSeqs{}
+			for i := range 100 {
+				s[siteHash("site"+strconv.Itoa(i))] = uint64(i + 1)
+			}
+			return s
+		}()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := tt.in.list()
+			if len(l) != len(tt.in) {
+				t.Fatalf("list: got %d entries, want %d", len(l), len(tt.in))
+			}
+			for site, want := range tt.in {
+				if got := l.get(site); got != want {
+					t.Errorf("get %x: got %d, want %d", site, got, want)
+				}
+			}
+			if got := l.get(siteHash("absent")); got != 0 {
+				t.Errorf("get absent: got %d, want 0", got)
+			}
+			if back := l.open(0); len(back) != len(tt.in) {
+				t.Errorf("open: got %d entries, want %d", len(back), len(tt.in))
+			}
+		})
 	}
 }
