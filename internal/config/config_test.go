@@ -83,7 +83,7 @@ func defaults() Config {
 		MaxDeliver:         10,
 		MaxAckPending:      200000,
 		HeldMemoryMiB:      40,
-		MemoryLimitMiB:     80,
+		MemoryLimitMiB:     72,
 		HeldHorizon:        10 * time.Minute,
 		MaxConcurrency:     64,
 		NakBaseDelay:       5 * time.Second,

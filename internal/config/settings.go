@@ -201,7 +201,7 @@ func table() []spec {
 		integer("held-memory-mib", "SITEFOLLOW_HELD_MEMORY_MIB", "40",
 			"Memory for requests held to batch, in MiB (about 180 bytes each): a backlog spread over many users is coalesced only as far as it fits.",
 			func(c *Config) *int { return &c.HeldMemoryMiB }, 1, 65536),
-		integer("memory-limit-mib", "SITEFOLLOW_MEMORY_LIMIT_MIB", "80",
+		integer("memory-limit-mib", "SITEFOLLOW_MEMORY_LIMIT_MIB", "72",
 			"Soft limit of the process's Go heap in MiB (as GOMEMLIMIT): near it garbage is collected sooner rather than the heap doubling; 0 leaves the runtime's own.",
 			func(c *Config) *int { return &c.MemoryLimitMiB }, 0, 1<<20),
 		duration("held-horizon", "SITEFOLLOW_HELD_HORIZON", "10m",

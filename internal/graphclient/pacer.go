@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 )
 
@@ -54,9 +55,14 @@ type Pacing struct {
 // The Retry-After never sets the rate: whole-second values say nothing
 // about it.
 type pacer struct {
-	mu    sync.Mutex
-	cfg   Pacing
-	lim   *rate.Limiter
+	mu  sync.Mutex
+	cfg Pacing
+	lim *rate.Limiter
+	// head lets one waiter at a time ask the limiter, the others queued
+	// behind it in arrival order: waiters asking in parallel would all
+	// wake at each turn, one take it and the rest sleep again, k wakeups
+	// per call with k waiting (64 batches at 50 calls/s: 3,200 a second).
+	head  *semaphore.Weighted
 	phase pacePhase
 	// rate is the app-wide calls per second; +Inf when unlimited.
 	rate float64
@@ -131,7 +137,8 @@ const (
 )
 
 func newPacer(cfg Pacing, now time.Time) *pacer {
-	p := &pacer{cfg: cfg, share: 1, penalty: 1, spread: math.Inf(1), lastStep: now, window: cfg.Window}
+	p := &pacer{cfg: cfg, share: 1, penalty: 1, spread: math.Inf(1), lastStep: now, window: cfg.Window,
+		head: semaphore.NewWeighted(1)}
 	if p.window <= 0 {
 		p.window = defaultWindow
 	}
@@ -152,8 +159,15 @@ func newPacer(cfg Pacing, now time.Time) *pacer {
 	return p
 }
 
-// wait blocks until the pace allows another call.
+// wait blocks until the pace allows another call, waiters served in
+// arrival order.
 func (p *pacer) wait(ctx context.Context, now func() time.Time) error {
+	if !p.head.TryAcquire(1) {
+		if err := p.head.Acquire(ctx, 1); err != nil {
+			return fmt.Errorf("pace: %w", err)
+		}
+	}
+	defer p.head.Release(1)
 	for {
 		ok, d := p.reserve(now())
 		if ok {

@@ -1,10 +1,14 @@
 package graphclient
 
 import (
+	"context"
 	"math"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 func TestPacerHonoursItsSettings(t *testing.T) {
@@ -122,5 +126,33 @@ func TestParseQuota(t *testing.T) {
 				t.Errorf("parseQuota = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestPacerWakesOneWaiterPerTurn checks that batches queued behind the pace
+// do not all wake at every turn: only the first in line asks the limiter,
+// so asks grow with the calls, not with calls × waiters.
+func TestPacerWakesOneWaiterPerTurn(t *testing.T) {
+	t.Parallel()
+	p := newPacer(Pacing{Budget: 6000}, time.Now()) // 50 calls/s app-wide, 48.5 run at
+	const waiters = 80
+	var asks atomic.Int64
+	now := func() time.Time {
+		asks.Add(1)
+		return time.Now()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var g errgroup.Group
+	for range waiters {
+		g.Go(func() error { return p.wait(ctx, now) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	// Each waiter asks once on arrival and, at the head, about once per
+	// turn; all of them waking at each turn would ask hundreds of times.
+	if got, most := asks.Load(), int64(4*waiters); got > most {
+		t.Errorf("limiter asked %d times for %d calls, want at most %d", got, waiters, most)
 	}
 }
