@@ -3,10 +3,11 @@ package graphsim
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/google/uuid"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Content types as Graph sends them: OData parameters on success bodies,
