@@ -19,9 +19,8 @@ import (
 // or, outside --short, when a target is missed.
 func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: consumer bench [flags]\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: consumer bench [flags]\n\n"+
 			"Runs the benchmark scenarios (%s), each against a fresh embedded NATS server,\n"+
 			"a fresh Graph simulator and this binary's `run` in a child process (throughput also\n"+
 			"runs it in this process, beside the ceiling's consumer; scaleout and sharedbudget run up\n"+
@@ -35,7 +34,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	jsonFile := fs.String("json", "", "also write the results as JSON to this file")
 	workDir := fs.String("work-dir", "", "directory for NATS stores and consumer logs (default a temporary directory, removed afterwards)")
 	timeout := fs.Duration("timeout", bench.DefaultTimeout, "bound on each scenario part")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

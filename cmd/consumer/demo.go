@@ -104,9 +104,14 @@ func demoScript() []demoEvent {
 // summary. It fails if anything is left unsettled.
 func demoCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: consumer demo [flags]\n\n"+
+			"Runs the whole pipeline against an embedded NATS server and the Graph simulator,\n"+
+			"publishes a scripted mix of requests and prints what became of them.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for every request to settle")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "sitefollow-demo-")

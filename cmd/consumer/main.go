@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -15,6 +16,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -52,13 +55,13 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	switch args[0] {
 	case "run":
-		return serveCommand(ctx, args[1:], getenv, stderr)
+		return serveCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "demo":
 		return demoCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "bench":
 		return benchCommand(ctx, args[1:], stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "sitefollow", version)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionLine())
 		return nil
 	case "help", "-h", "--help":
 		usage(stdout)
@@ -79,6 +82,50 @@ subcommands:
   bench     measure the consumer against JetStream's ceiling, a naive consumer, the Graph
             throttle limit, latency and memory bounds, and with 1-3 replicas (see README,
             Performance); --short for CI
-  version   print the version
+  version   print the version, the commit it was built from and the Go version (also --version)
+
+consumer <subcommand> --help describes each.
 `)
+}
+
+// parseFlags parses args into fs: help (-h, --help) goes to stdout and
+// returns flag.ErrHelp, a mistake goes to stderr with the usage.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		_, werr := stdout.Write(buf.Bytes())
+		return errors.Join(err, werr)
+	case err != nil:
+		_, werr := stderr.Write(buf.Bytes())
+		return errors.Join(err, werr)
+	}
+	return nil
+}
+
+// versionLine names the build: the version set at build time, the commit
+// and whether the tree had changes (as the Go toolchain records them), and
+// the Go version.
+func versionLine() string {
+	commit := "unknown"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		var rev, modified string
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				modified = s.Value
+			}
+		}
+		if rev != "" {
+			commit = rev[:min(len(rev), 12)]
+			if modified == "true" {
+				commit += "+changes"
+			}
+		}
+	}
+	return fmt.Sprintf("sitefollow %s (commit %s, %s %s/%s)", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -41,7 +42,11 @@ func TestSubcommands(t *testing.T) {
 	}{
 		{name: "no subcommand", args: nil, wantErr: "missing subcommand"},
 		{name: "unknown subcommand", args: []string{"serve"}, wantErr: `unknown subcommand "serve"`},
-		{name: "version", args: []string{"version"}, wantOut: []string{"sitefollow dev"}},
+		{name: "version", args: []string{"version"}, wantOut: []string{"sitefollow dev (commit ", runtime.Version()}},
+		{name: "--version", args: []string{"--version"}, wantOut: []string{"sitefollow dev (commit ", runtime.Version()}},
+		{name: "help", args: []string{"--help"}, wantOut: []string{"subcommands:", "--help"}},
+		{name: "demo help", args: []string{"demo", "--help"}, wantErr: flag.ErrHelp.Error(), wantOut: []string{"consumer demo", "-timeout"}},
+		{name: "bench help", args: []string{"bench", "--help"}, wantErr: flag.ErrHelp.Error(), wantOut: []string{"consumer bench", "-scenarios"}},
 		{name: "run help documents every setting", args: []string{"run", "--help"}, wantErr: flag.ErrHelp.Error(),
 			wantOut: []string{"NATS_URL", "nats://127.0.0.1:4222", "SITEFOLLOW_GRAPH_URL", "SITEFOLLOW_HTTP_ADDR", ":8080",
 				"SITEFOLLOW_BATCH_MAX_SITES", "SITEFOLLOW_BATCH_LINGER", "SITEFOLLOW_ACK_WAIT", "SITEFOLLOW_MAX_DELIVER",
@@ -66,10 +71,10 @@ func TestSubcommands(t *testing.T) {
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Fatalf("error: got %v, want one containing %q", err, tt.wantErr)
 			}
-			all := out.String() + errOut.String()
+			// What was asked for (help, the version) goes to stdout.
 			for _, w := range tt.wantOut {
-				if !strings.Contains(all, w) {
-					t.Errorf("output lacks %q:\n%s", w, all)
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s\nstderr:\n%s", w, out.String(), errOut.String())
 				}
 			}
 		})
@@ -156,6 +161,28 @@ func TestSIGTERMMidBatchLosesNothing(t *testing.T) {
 	}
 	if got, want := p.sim.Followed("bob@contoso.com"), []string{testSite(3)}; !slices.Equal(got, want) {
 		t.Errorf("bob followed: got %v, want %v", got, want)
+	}
+	checkCleanRunLogs(t, c.Logs())
+}
+
+// checkCleanRunLogs checks the log of a run that started, worked and was
+// stopped without trouble: it says each step at info level, repeats no key
+// on any line, and warns about nothing (a clean shutdown is not a problem).
+func checkCleanRunLogs(t *testing.T, logs string) {
+	t.Helper()
+	lines := testkit.LogLines(t, logs)
+	seen := make(map[string]bool)
+	for _, l := range lines {
+		seen[l.Message()] = true
+		if lv := l.Level(); lv == "warn" || lv == "error" {
+			t.Errorf("clean run logged at %s: %s", lv, l.Text)
+		}
+	}
+	for _, want := range []string{"starting sitefollow", "nats connected", "streams ready", "consuming",
+		"shutting down: flushing pending batches", "stopped"} {
+		if !seen[want] {
+			t.Errorf("no %q line in the log:\n%s", want, logs)
+		}
 	}
 }
 

@@ -93,6 +93,16 @@ func TestOpsEndpoints(t *testing.T) {
 						t.Errorf("metrics lack %s", want)
 					}
 				}
+				// Without NATS, readiness says so once, in plain words.
+				ns.Shutdown()
+				testkit.Eventually(t, time.Minute, "readyz to report NATS", func() bool {
+					code, body = get(t, base+"/readyz")
+					return code == http.StatusServiceUnavailable && strings.Contains(body, "nats: not connected")
+				})
+				if strings.Contains(body, "nats: nats") {
+					t.Errorf("readyz repeats its prefix: %q", body)
+				}
+				ns.Restart()
 			}
 			cancel()
 			if err := <-done; err != nil {

@@ -33,8 +33,8 @@ import (
 )
 
 // serveCommand is `consumer run`: load and validate settings, then serve.
-func serveCommand(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := config.Load(args, getenv, stderr)
+func serveCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(args, getenv, stdout)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,8 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	checks := []ops.Check{
 		{Name: "nats", Func: func(context.Context) error {
 			if !nc.IsConnected() {
-				return fmt.Errorf("nats: %s", nc.Status())
+				// The check's name already says nats.
+				return fmt.Errorf("not connected (%s)", nc.Status())
 			}
 			return nil
 		}},
@@ -144,7 +145,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 			return nil
 		}},
 	}
-	opsServer := ops.New(cfg.HTTPAddr, reg, checks, log.With().Str("component", "http").Logger())
+	opsServer := ops.New(cfg.HTTPAddr, reg, checks, log)
 	opsServer.SetLiveness(ops.Check{Name: "nats", Func: func(context.Context) error {
 		if nc.IsClosed() {
 			return errNATSClosed
@@ -158,7 +159,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	log.Info().Str("addr", addr.String()).Msg("serving /livez, /readyz, /metrics")
 	var pprofServer *ops.Server
 	if cfg.Pprof {
-		pprofServer = ops.NewPprof(cfg.PprofAddr, log.With().Str("component", "http").Logger())
+		pprofServer = ops.NewPprof(cfg.PprofAddr, log)
 		paddr, err := pprofServer.Listen()
 		if err != nil {
 			return err
@@ -244,6 +245,8 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		if _, err := openReady(gctx); err != nil {
 			return stopped(ctx, err)
 		}
+		log.Info().Str("stream", cfg.Stream).Str("dlqStream", cfg.DLQStream).Str("consumer", cfg.Consumer).
+			Bool("provisioned", cfg.Provision).Msg("streams ready")
 		var led *ledger.Ledger
 		err := retryForever(gctx, log, "open ledger", func() error {
 			var err error
@@ -333,10 +336,10 @@ func connectNATS(cfg config.Config, log zerolog.Logger, closed chan<- struct{}) 
 			logNATSError(log, err, natsErr(err), "nats error")
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
+			logConnected(log, c, "nats reconnected")
 		}),
 		nats.ConnectHandler(func(c *nats.Conn) {
-			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats connected")
+			logConnected(log, c, "nats connected")
 		}),
 		nats.ClosedHandler(func(c *nats.Conn) {
 			if err := c.LastError(); err != nil {
@@ -353,6 +356,16 @@ func connectNATS(cfg config.Config, log zerolog.Logger, closed chan<- struct{}) 
 		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(cfg.NATSURL), err)
 	}
 	return nc, nil
+}
+
+// logConnected says which server (and cluster, if any) the connection
+// reached.
+func logConnected(log zerolog.Logger, c *nats.Conn, msg string) {
+	ev := log.Info().Str("url", c.ConnectedUrlRedacted()).Str("server", event.Truncate(c.ConnectedServerName(), 256))
+	if cluster := c.ConnectedClusterName(); cluster != "" {
+		ev = ev.Str("cluster", event.Truncate(cluster, 256))
+	}
+	ev.Msg(msg)
 }
 
 // logNATSError logs an error from the NATS client: authorization and
@@ -412,7 +425,7 @@ func retryForever(ctx context.Context, log zerolog.Logger, what string, op func(
 	b := backoff.WithContext(backoff.NewExponentialBackOff(
 		backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(15*time.Second)), ctx)
 	err := backoff.RetryNotify(op, b, func(err error, d time.Duration) {
-		log.Warn().Err(err).Dur("retryIn", d).Msg(what + " failed; retrying")
+		log.Warn().Err(err).Str("retryIn", d.Round(time.Millisecond).String()).Msg(what + " failed; retrying")
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)

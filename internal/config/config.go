@@ -28,8 +28,10 @@ type Config struct {
 	DLQDuplicateWindow time.Duration
 	Provision          bool
 	StreamReplicas     int
-	StateBucket        string
-	LeaseTTL           time.Duration
+	// StreamDuplicateWindow is the request stream's duplicates window.
+	StreamDuplicateWindow time.Duration
+	StateBucket           string
+	LeaseTTL              time.Duration
 
 	GraphURL           string
 	GraphOrg           string
@@ -124,7 +126,9 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config
 	}
 
 	var c Config
-	source := make(map[*spec]string, len(specs))
+	source := make(map[string]string, len(specs)) // by key: how the user gave each
+	var unparsed []error
+	var parsed []spec
 	for i := range specs {
 		s := &specs[i]
 		raw, name := s.Default, s.name()
@@ -133,40 +137,80 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config
 		} else if v := getenv(s.Env); v != "" {
 			raw, name = v, s.Env
 		}
-		source[s] = name
+		source[s.key()] = name
 		if err := s.set(&c, raw); err != nil {
-			return Config{}, &SettingError{Setting: name, Value: s.quoteRaw(raw), Err: err}
+			unparsed = append(unparsed, &SettingError{Setting: name, Value: s.quoteRaw(raw), Err: err})
+			continue
 		}
+		parsed = append(parsed, *s)
 	}
-	if err := c.validate(specs, func(s *spec) string { return source[s] }); err != nil {
+	// Every setting is judged, so that one run names everything to fix.
+	errs := append(unparsed, c.problems(parsed, func(s *spec) string { return source[s.key()] }, len(unparsed) == 0)...)
+	if err := joinSettingErrors(errs); err != nil {
 		return Config{}, err
 	}
 	return c, nil
 }
 
+// SettingErrors is several settings that are missing or invalid, reported
+// together so that one run names everything to fix.
+type SettingErrors []error
+
+func (e SettingErrors) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d settings are missing or invalid:", len(e))
+	for _, err := range e {
+		b.WriteString("\n  ")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns each setting's error (a *SettingError).
+func (e SettingErrors) Unwrap() []error { return e }
+
+// joinSettingErrors is nil for none, the error itself for one, and
+// SettingErrors for more.
+func joinSettingErrors(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return SettingErrors(errs)
+}
+
 // Validate checks every setting and the relations between them. Its errors
 // name the flag, or the environment variable for environment-only settings.
 func (c Config) Validate() error {
-	return c.validate(table(), (*spec).name)
+	return joinSettingErrors(c.problems(table(), (*spec).name, true))
 }
 
-func (c Config) validate(specs []spec, name func(*spec) string) error {
+// problems checks each of specs and, when every setting could be read and
+// passed (relations compare valid values only) and related is set, the
+// relations between them.
+func (c Config) problems(specs []spec, name func(*spec) string, related bool) []error {
 	byKey := make(map[string]*spec, len(specs))
+	var errs []error
 	for i := range specs {
 		s := &specs[i]
 		byKey[s.key()] = s
 		if err := s.check(&c); err != nil {
-			return &SettingError{Setting: name(s), Value: s.shown(&c), Err: err}
+			errs = append(errs, &SettingError{Setting: name(s), Value: s.shown(&c), Err: err})
 		}
+	}
+	if len(errs) > 0 || !related {
+		return errs
 	}
 	nameOf := func(key string) string { return name(byKey[key]) }
 	for _, x := range relations() {
 		if err := x.check(&c, nameOf); err != nil {
 			s := byKey[x.key]
-			return &SettingError{Setting: name(s), Value: s.shown(&c), Err: err}
+			errs = append(errs, &SettingError{Setting: name(s), Value: s.shown(&c), Err: err})
 		}
 	}
-	return nil
+	return errs
 }
 
 // rawFlag records a flag's text so that Load can apply flag > env > default

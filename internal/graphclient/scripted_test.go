@@ -382,7 +382,7 @@ func TestOneLogLinePerCall(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("line %d: %v", i, err)
 		}
-		for _, k := range []string{"user", "operation", "sites", "status", "duration", "request_id", "client_request_id", "attempt"} {
+		for _, k := range []string{"user", "operation", "sites", "status", "durationMs", "request_id", "client_request_id", "attempt"} {
 			if _, ok := rec[k]; !ok {
 				t.Errorf("line %d lacks %q: %s", i, k, line)
 			}
@@ -396,6 +396,14 @@ func TestOneLogLinePerCall(t *testing.T) {
 	}
 	if !strings.Contains(lines[1], unknownSite) {
 		t.Errorf("the 207's unrequested id is not logged: %s", lines[1])
+	}
+	// The throttle's line says what it asked for; the others carry no
+	// Retry-After.
+	if !strings.Contains(lines[0], `"retryAfter":"0s"`) {
+		t.Errorf("the 429's line lacks its Retry-After: %s", lines[0])
+	}
+	if strings.Contains(lines[2], "retryAfter") {
+		t.Errorf("a 200's line carries a Retry-After: %s", lines[2])
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -232,10 +233,22 @@ func (r *run) logCall(resp *response, err error) {
 		ev = r.c.log.Warn()
 	}
 	ev = ev.Str("user", r.userID).Str("operation", string(r.op)).Int("sites", info.sites).
-		Str("status", info.status).Dur("duration", info.elapsed).Int("attempt", info.attempt).
+		Str("status", info.status).Float64("durationMs", float64(info.elapsed.Microseconds())/1000).Int("attempt", info.attempt).
 		Str("client_request_id", info.clientRequestID)
 	if resp != nil {
 		ev = ev.Str("request_id", resp.requestID)
+		if throttleStatus(resp.status) {
+			// What the throttle asked for and the pace it leaves: the two
+			// things an operator reading a 429 wants to know.
+			if wait, ok := resp.retryAfter(r.c.now()); ok {
+				ev = ev.Str("retryAfter", wait.Round(time.Millisecond).String())
+			} else {
+				ev = ev.Str("retryAfter", "none")
+			}
+			if pace := r.c.admission.pacer.limit(); !math.IsInf(pace, 0) {
+				ev = ev.Float64("paceCallsPerSecond", math.Round(pace*100)/100)
+			}
+		}
 		if resp.tooLong {
 			ev = ev.Bool("answer_too_long", true)
 		}

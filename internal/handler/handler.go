@@ -254,6 +254,8 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 		}
 		return err
 	}
+	h.log.Info().Int("maxAckPending", h.cfg.MaxAckPending).Int("batchMaxSites", h.cfg.BatchMaxSites).
+		Str("batchLinger", h.cfg.BatchLinger.String()).Msg("consuming")
 	runErr := l.run(ctx, workCtx, sub)
 	// Callbacks waiting for a slot must finish for the subscription to drain.
 	in.close()

@@ -115,7 +115,7 @@ func (s *subscription) restart(ctx context.Context) {
 	s.cc.Stop()
 	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(10*time.Second)), ctx)
 	err := backoff.RetryNotify(func() error { return s.start(ctx) }, b, func(err error, d time.Duration) {
-		s.h.log.Warn().Err(err).Dur("retryIn", d).Msg("consumer unavailable; retrying")
+		s.h.log.Warn().Err(err).Str("retryIn", d.Round(time.Millisecond).String()).Msg("consumer unavailable; retrying")
 	})
 	if err != nil {
 		s.h.log.Warn().Err(err).Msg("gave up restarting the consumer: shutting down")

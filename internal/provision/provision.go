@@ -37,6 +37,9 @@ type Spec struct {
 	// provisioning creates them, and the least an existing one is raised to.
 	// 0 means 1.
 	Replicas int
+	// Duplicates is the request stream's window for producers'
+	// Nats-Msg-Id: a request published again within it is stored once.
+	Duplicates time.Duration
 
 	DLQStream     string
 	DLQSubjects   []string
@@ -63,6 +66,7 @@ func SpecFrom(c config.Config) Spec {
 		MaxDeliver:    c.MaxDeliver,
 		MaxAckPending: c.MaxAckPending,
 		Replicas:      c.StreamReplicas,
+		Duplicates:    c.StreamDuplicateWindow,
 		DLQStream:     c.DLQStream,
 		DLQSubjects:   []string{c.DLQSubjectPrefix + ".>"},
 		DLQDuplicates: c.DLQDuplicateWindow,
@@ -108,6 +112,7 @@ func (s Spec) RequestStream() jetstream.StreamConfig {
 		MaxMsgs:     -1,
 		MaxBytes:    -1,
 		MaxAge:      0,
+		Duplicates:  s.Duplicates,
 		Replicas:    s.replicas(),
 	}
 }

@@ -27,7 +27,7 @@ func TestApplyIsIdempotentAndKeepsRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := Spec{
-		Stream: "SITEFOLLOW", Subjects: []string{"sitefollow.requests.>"}, Consumer: "sitefollow",
+		Stream: "SITEFOLLOW", Subjects: []string{"sitefollow.requests.>"}, Duplicates: 5 * time.Minute, Consumer: "sitefollow",
 		AckWait: time.Minute, MaxDeliver: 10, MaxAckPending: 20000,
 		DLQStream: "SITEFOLLOW_DLQ", DLQSubjects: []string{"sitefollow.dlq.>"}, DLQDuplicates: time.Hour,
 		StateBucket: "SITEFOLLOW_STATE", LeaseTTL: time.Minute,
@@ -48,6 +48,9 @@ func TestApplyIsIdempotentAndKeepsRequests(t *testing.T) {
 	rc := req.CachedInfo().Config
 	if rc.Retention != jetstream.WorkQueuePolicy || rc.MaxAge != 0 || rc.MaxMsgs != -1 || rc.MaxBytes != -1 || rc.Storage != jetstream.FileStorage {
 		t.Errorf("request stream: got %+v, want WorkQueue, file storage, no limits", rc)
+	}
+	if rc.Duplicates != 5*time.Minute {
+		t.Errorf("request stream: got duplicates window %v, want 5m (producers' Nats-Msg-Id)", rc.Duplicates)
 	}
 	dlq, err := js.Stream(ctx, "SITEFOLLOW_DLQ")
 	if err != nil {
