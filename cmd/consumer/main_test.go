@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"os"
 	"runtime"
@@ -70,6 +71,9 @@ func TestSubcommands(t *testing.T) {
 				t.Fatalf("error: got %v, want none", err)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Fatalf("error: got %v, want one containing %q", err, tt.wantErr)
+			}
+			if errors.Is(err, flag.ErrHelp) && exitCode(err) != 0 {
+				t.Errorf("exit code for help: got %d, want 0", exitCode(err))
 			}
 			// What was asked for (help, the version) goes to stdout.
 			for _, w := range tt.wantOut {
