@@ -28,8 +28,15 @@ type graphRequest struct {
 	ids      []string
 }
 
-// serveGraph answers POST /v1.0/users/{userId}/followedSites/{add|remove}.
+// serveGraph answers POST /v1.0/users/{userId}/followedSites/{add|remove},
+// and GET /v1.0/users/{userId}/followedSites for people looking on.
 func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		if user, ok := listRoute(r.URL); ok {
+			s.serveFollowedList(w, r, user)
+			return
+		}
+	}
 	call := s.beginCall(time.Now(), r.Header.Get(headerClientRequestID), r.UserAgent())
 	var req graphRequest
 	rep := s.handleGraph(r, &req)

@@ -58,6 +58,12 @@ type Options struct {
 	TenantID, ClientID, ClientSecret string
 	// TokenLifetime is how long issued tokens stay valid (default 1h).
 	TokenLifetime time.Duration
+	// GraphAddr and AuthorityAddr are the loopback host:port the Graph and
+	// authority listeners bind, for a simulator people point tools at by
+	// hand (consumer sim); default "127.0.0.1:0", an ephemeral port. A
+	// host that is not a loopback address is refused: the sim accepts one
+	// fixed secret and Graph is served over plain HTTP.
+	GraphAddr, AuthorityAddr string
 }
 
 // Server is a running simulator: a plain-HTTP Graph listener and a TLS
@@ -170,11 +176,19 @@ func New(opts Options) (*Server, error) {
 	}
 	s.client = &http.Client{Transport: s.transport}
 
-	graphLn, err := net.Listen("tcp", "127.0.0.1:0")
+	graphAddr, err := loopbackAddr(opts.GraphAddr)
+	if err != nil {
+		return nil, fmt.Errorf("graphsim new: option GraphAddr: %w", err)
+	}
+	authAddr, err := loopbackAddr(opts.AuthorityAddr)
+	if err != nil {
+		return nil, fmt.Errorf("graphsim new: option AuthorityAddr: %w", err)
+	}
+	graphLn, err := net.Listen("tcp", graphAddr)
 	if err != nil {
 		return nil, fmt.Errorf("graphsim new: listen graph: %w", err)
 	}
-	authLn, err := net.Listen("tcp", "127.0.0.1:0")
+	authLn, err := net.Listen("tcp", authAddr)
 	if err != nil {
 		if cerr := graphLn.Close(); cerr != nil {
 			return nil, fmt.Errorf("graphsim new: listen authority: %w (closing graph listener: %v)", err, cerr)
@@ -322,6 +336,25 @@ func (s *Server) pause(ctx context.Context, d time.Duration) error {
 // purpose and the outcome is visible to the client anyway.
 func quietLog() *log.Logger {
 	return log.New(io.Discard, "", 0)
+}
+
+// loopbackAddr returns addr, or the default "127.0.0.1:0" when it is
+// empty, after checking that it is host:port with a loopback host.
+func loopbackAddr(addr string) (string, error) {
+	if addr == "" {
+		return "127.0.0.1:0", nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return addr, nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return "", fmt.Errorf("%q: must be a loopback address such as 127.0.0.1:8443", addr)
+	}
+	return addr, nil
 }
 
 func orDefault(v, def string) string {
