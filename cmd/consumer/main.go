@@ -60,6 +60,10 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return demoCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "bench":
 		return benchCommand(ctx, args[1:], stdout, stderr)
+	case "send":
+		return sendCommand(ctx, args[1:], getenv, stdout)
+	case "sim":
+		return simCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionLine())
 		return nil
@@ -82,6 +86,10 @@ subcommands:
   bench     measure the consumer against JetStream's ceiling, a naive consumer, the Graph
             throttle limit, latency and memory bounds, and with 1-3 replicas (see README,
             Performance); --short for CI
+  send      publish one follow/unfollow request through JetStream, validated as the consumer
+            validates it (consumer send --help)
+  sim       serve the Graph and Entra simulator on loopback for trying run by hand, and print
+            the environment to export (consumer sim --help)
   version   print the version, the commit it was built from and the Go version (also --version)
 
 consumer <subcommand> --help describes each.
