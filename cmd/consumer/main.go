@@ -3,8 +3,9 @@
 // events from NATS JetStream into batched Microsoft Graph calls.
 //
 // Subcommands: run (the service), demo (everything embedded, one command),
-// bench (the benchmark), version. main only wires signals to a context; run
-// does the rest.
+// bench (the benchmark), send (publish one request), sim (the Graph
+// simulator alone), version. main only wires signals to a context; run does
+// the rest.
 package main
 
 import (
