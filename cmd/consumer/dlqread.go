@@ -279,4 +279,3 @@ func printableLines(s string) string {
 	}
 	return strings.Join(lines, "\n  ")
 }
-
