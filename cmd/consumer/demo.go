@@ -136,6 +136,9 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 	defer sim.Close()
 	// Bob follows two sites already, so his unfollow has something to do.
 	sim.SetFollowed("bob@contoso.com", siteByName("legal"), siteByName("finance"), siteByName("intranet"))
+	// Alice may not follow sales yet: her follow is dead-lettered, and
+	// replayed once access is granted (replayFixed).
+	sim.FailSite(siteByName("sales"), "accessDenied", 1)
 	caFile := filepath.Join(dir, "graphsim-ca.pem")
 	if err := os.WriteFile(caFile, sim.CertPEM(), 0o600); err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -195,6 +198,14 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 		}
 	}
 	settleErr := waitSettled(ctx, js, cfg, *timeout)
+	if settleErr == nil {
+		settleErr = replayFixed(ctx, stdout, stderr, func(k string) string {
+			if v, ok := overrides[k]; ok {
+				return v
+			}
+			return getenv(k)
+		}, js, cfg, sim, *timeout)
+	}
 	stop()
 	if err := <-served; err != nil {
 		return fmt.Errorf("demo: pipeline: %w", err)
@@ -206,6 +217,23 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 		return fmt.Errorf("demo: %w", settleErr)
 	}
 	return nil
+}
+
+// replayFixed shows an operator's dead-letter replay: list what failed for
+// lack of access, grant it in the simulator, replay with consumer dlq and
+// wait for the replayed request to settle.
+func replayFixed(ctx context.Context, stdout, stderr io.Writer, getenv func(string) string, js jetstream.JetStream, cfg config.Config, sim *graphsim.Server, timeout time.Duration) error {
+	con := console{in: strings.NewReader(""), out: stdout, err: stderr}
+	fmt.Fprintln(stdout, "\n$ consumer dlq list --code accessDenied")
+	if err := dlqCommand(ctx, []string{"list", "--code", "accessDenied"}, getenv, con); err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	fmt.Fprintln(stdout, "\n(access granted in the Graph simulator)\n$ consumer dlq replay --code accessDenied --yes")
+	sim.ClearFaults()
+	if err := dlqCommand(ctx, []string{"replay", "--code", "accessDenied", "--yes"}, getenv, con); err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	return waitSettled(ctx, js, cfg, timeout)
 }
 
 func removeAll(w io.Writer, dir string) {

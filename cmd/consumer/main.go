@@ -61,6 +61,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return demoCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "bench":
 		return benchCommand(ctx, args[1:], stdout, stderr)
+	case "dlq":
+		return dlqCommand(ctx, args[1:], getenv, newConsole(os.Stdin, stdout, stderr))
 	case "send":
 		return sendCommand(ctx, args[1:], getenv, stdout)
 	case "sim":
@@ -87,6 +89,8 @@ subcommands:
   bench     measure the consumer against JetStream's ceiling, a naive consumer, the Graph
             throttle limit, latency and memory bounds, and with 1-3 replicas (see README,
             Performance); --short for CI
+  dlq       inspect, replay and purge dead letters: consumer dlq list|show|replay|purge
+            (consumer dlq --help; needs only the NATS settings)
   send      publish one follow/unfollow request through JetStream, validated as the consumer
             validates it (consumer send --help)
   sim       serve the Graph and Entra simulator on loopback for trying run by hand, and print

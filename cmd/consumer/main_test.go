@@ -92,10 +92,14 @@ func TestDemo(t *testing.T) {
 	}
 	summary := out.String()
 	for _, want := range []string{"events published", "Graph calls", "sites per call", "invalidEvent", "invalidRequest",
-		"(0 left in SITEFOLLOW)", "alice@contoso.com"} {
+		"(0 left in SITEFOLLOW)", "alice@contoso.com", "consumer dlq replay", "replayed 1 of 1"} {
 		if !strings.Contains(summary, want) {
 			t.Errorf("summary lacks %q:\n%s", want, summary)
 		}
+	}
+	// The replayed follow was applied once access was granted.
+	if !strings.Contains(summary, "sales") {
+		t.Errorf("summary: alice does not follow sales after the replay:\n%s", summary)
 	}
 }
 

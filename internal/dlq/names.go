@@ -63,8 +63,14 @@ const maxHeaderBytes = 256
 // LF would end the header), bidirectional controls, line separators and
 // invalid UTF-8 (and U+FFFD, its stand-in) become '_', and the result is at most maxHeaderBytes. The
 // full value, bounded, stays in the body.
-func HeaderValue(s string) string {
-	s = event.Truncate(s, maxHeaderBytes)
+func HeaderValue(s string) string { return Printable(s, maxHeaderBytes) }
+
+// Printable is s cut to at most n bytes (event.Truncate) with every
+// character that could disturb a header or a terminal (controls,
+// bidirectional controls, line separators, invalid UTF-8) replaced by '_':
+// for showing outside data to people.
+func Printable(s string, n int) string {
+	s = event.Truncate(s, n)
 	if clean(s) {
 		return s
 	}

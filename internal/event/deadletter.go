@@ -50,6 +50,7 @@ type deadLetterWire struct {
 	RawPayload []byte          `json:"rawPayload"`
 	Narrowed   bool            `json:"narrowed"`
 	Truncated  map[string]int  `json:"truncated"`
+	Replays    int             `json:"replays"`
 }
 
 type failureWire struct {
@@ -127,6 +128,7 @@ func decodeDeadLetter(data []byte) (DeadLetter, error) {
 		RawPayload: w.RawPayload,
 		Narrowed:   w.Narrowed,
 		Truncated:  w.Truncated,
+		Replays:    w.Replays,
 	}
 	if err := checkDeadLetter(d); err != nil {
 		return DeadLetter{}, err
@@ -144,6 +146,8 @@ func checkDeadLetter(d DeadLetter) error {
 		return &InvalidError{Field: "error.httpStatus", Reason: "must not be negative"}
 	case d.Attempts < 0:
 		return &InvalidError{Field: "attempts", Reason: "must not be negative"}
+	case d.Replays < 0:
+		return &InvalidError{Field: "replays", Reason: "must not be negative"}
 	case d.Origin.Stream == "":
 		return &InvalidError{Field: "origin.stream", Reason: "is required"}
 	case d.Event != nil && d.RawPayload != nil:

@@ -88,6 +88,10 @@ type DeadLetter struct {
 	// Truncated lists the fields that were cut to keep the dead letter
 	// storable, with each one's original length in bytes.
 	Truncated map[string]int `json:"truncated,omitempty"`
+	// Replays is how many times the request was replayed from the
+	// dead-letter stream before failing again (its Sitefollow-Replay-Count
+	// header); 0 for a request that never was.
+	Replays int `json:"replays,omitempty"`
 }
 
 // Failure describes why a site or event was dead-lettered.

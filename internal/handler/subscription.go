@@ -11,6 +11,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sitefollow/sitefollow/internal/dlq"
 	"github.com/sitefollow/sitefollow/internal/event"
 )
 
@@ -103,6 +104,10 @@ func (s *subscription) receive(msg jetstream.Msg, epoch time.Time) {
 			r.id, r.occurredAt = req.ID, req.OccurredAt
 		}
 		t.sites = uint16(min(len(d.sites), math.MaxUint16))
+	}
+	// Only replayed requests carry it, so most messages keep no rare part.
+	if n := dlq.ParseReplayCount(msg.Headers().Get(dlq.HeaderReplayCount)); n > 0 {
+		t.setRare().replays = uint32(n)
 	}
 	t.origin = unique.Make(o)
 	s.intake.takeBytes(t.cost(), payload)

@@ -67,6 +67,9 @@ type rare struct {
 	reply string
 	// bad is set for an event that failed validation.
 	bad *invalidEvent
+	// replays is the request's Sitefollow-Replay-Count: how many times
+	// `consumer dlq replay` republished it, for its dead letters.
+	replays uint32
 }
 
 // origin is where a message came from, shared by every message of one
@@ -152,6 +155,15 @@ func (t *tracked) request(batchUser string) event.Request {
 		r.UserID = cmp.Or(t.rare.user, batchUser)
 	}
 	return r
+}
+
+// replays is how many times the request was replayed from the
+// dead-letter stream, 0 for most.
+func (t *tracked) replays() int {
+	if t.rare == nil {
+		return 0
+	}
+	return int(t.rare.replays)
 }
 
 // setRare returns t's rare fields, made if need be.

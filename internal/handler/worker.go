@@ -236,6 +236,7 @@ func (h *Handler) deadLetter(t *tracked, f event.Failure) event.DeadLetter {
 	return event.DeadLetter{
 		Error:    f,
 		Attempts: int(t.delivered),
+		Replays:  t.replays(),
 		DeadAt:   h.cfg.Now().UTC(),
 		Origin: event.Origin{Stream: o.stream, Sequence: t.seq(), Subject: o.subject,
 			StreamCreated: o.created},

@@ -178,15 +178,22 @@ func DeadLetters(t testing.TB, js jetstream.JetStream) []dlq.Stored {
 // stored, headers included, in stream order.
 func DeadLetterMessages(t testing.TB, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	t.Helper()
+	return StreamMessages(t, js, DeadLetterStream)
+}
+
+// StreamMessages returns every message in stream as stored, headers
+// included, in stream order.
+func StreamMessages(t testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := js.Stream(ctx, DeadLetterStream)
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		t.Fatalf("dead-letter stream: %v", err)
+		t.Fatalf("stream %s: %v", stream, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		t.Fatalf("dead-letter stream info: %v", err)
+		t.Fatalf("stream %s info: %v", stream, err)
 	}
 	var msgs []*jetstream.RawStreamMsg
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
@@ -195,7 +202,7 @@ func DeadLetterMessages(t testing.TB, js jetstream.JetStream) []*jetstream.RawSt
 			continue
 		}
 		if err != nil {
-			t.Fatalf("dead letter %d: %v", seq, err)
+			t.Fatalf("stream %s message %d: %v", stream, seq, err)
 		}
 		msgs = append(msgs, m)
 	}
