@@ -148,4 +148,3 @@ func certSubject(err error) string {
 	}
 	return ""
 }
-

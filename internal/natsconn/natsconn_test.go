@@ -51,15 +51,21 @@ func TestEachOptionAgainstAServerRequiringIt(t *testing.T) {
 		}},
 		{"token", func(t *testing.T) (func(*server.Options), func(*server.Server) natsconn.Settings) {
 			return func(o *server.Options) { o.Authorization = "t0ken" },
-				func(ns *server.Server) natsconn.Settings { return natsconn.Settings{URL: url(ns, "nats"), Token: "t0ken"} }
+				func(ns *server.Server) natsconn.Settings {
+					return natsconn.Settings{URL: url(ns, "nats"), Token: "t0ken"}
+				}
 		}},
 		{"nkey seed file", func(t *testing.T) (func(*server.Options), func(*server.Server) natsconn.Settings) {
 			seed, require := testkit.NkeyUser(t)
-			return require, func(ns *server.Server) natsconn.Settings { return natsconn.Settings{URL: url(ns, "nats"), NKeyFile: seed} }
+			return require, func(ns *server.Server) natsconn.Settings {
+				return natsconn.Settings{URL: url(ns, "nats"), NKeyFile: seed}
+			}
 		}},
 		{"creds file (operator mode)", func(t *testing.T) (func(*server.Options), func(*server.Server) natsconn.Settings) {
 			creds, require := testkit.OperatorUser(t)
-			return require, func(ns *server.Server) natsconn.Settings { return natsconn.Settings{URL: url(ns, "nats"), CredsFile: creds} }
+			return require, func(ns *server.Server) natsconn.Settings {
+				return natsconn.Settings{URL: url(ns, "nats"), CredsFile: creds}
+			}
 		}},
 		{"TLS with CA and client certificate", func(t *testing.T) (func(*server.Options), func(*server.Server) natsconn.Settings) {
 			ca := testkit.NewCA(t, "sitefollow test CA")
