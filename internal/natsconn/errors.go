@@ -66,13 +66,17 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("nats server %s unreachable: %v", e.Server, e.Err)
 	case CauseTLS:
 		if e.Subject != "" {
-			return fmt.Sprintf("nats server %s: TLS verification of the server certificate %q failed (is NATS_CA right?): %v", e.Server, e.Subject, e.Err)
+			return fmt.Sprintf("nats server %s: TLS verification of the server certificate %q failed: %v", e.Server, e.Subject, e.Err)
 		}
 		return fmt.Sprintf("nats server %s: TLS handshake failed: %v", e.Server, e.Err)
 	case CauseAuthorization:
 		return fmt.Sprintf("nats server %s: authorization violation: the server refused the credentials (user and password, token, creds, nkey or client certificate): %v", e.Server, e.Err)
 	case CauseNoJetStream:
-		return fmt.Sprintf("nats server %s: JetStream is not enabled for this account or on the server: %v", e.Server, e.Err)
+		where := "on the server"
+		if errors.Is(e.Err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			where = "for this account"
+		}
+		return fmt.Sprintf("nats server %s: JetStream is not enabled %s: %v", e.Server, where, e.Err)
 	}
 	return fmt.Sprintf("nats server %s: %v", e.Server, e.Err)
 }

@@ -176,6 +176,7 @@ func TestFailuresNameTheServerAndCause(t *testing.T) {
 			}
 			s := tt.settings(addr)
 			err := dial(t, s)
+			t.Logf("error: %v", err)
 			var got *natsconn.Error
 			if !errors.As(err, &got) {
 				t.Fatalf("got %v (%T), want a *natsconn.Error", err, err)
