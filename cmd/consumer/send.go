@@ -91,7 +91,7 @@ func sendCommand(ctx context.Context, args []string, getenv func(string) string,
 	ack, err := producer.Publish(ctx, js, subject, body, msgID)
 	if errors.Is(err, producer.ErrNoStream) {
 		return fmt.Errorf("send: %w on %s: the streams may not exist yet (no stream captures the subject); start `consumer run` against this server once (it creates them unless SITEFOLLOW_PROVISION=false), then send again",
-			err, redactURL(n.URL))
+			err, nc.ConnectedUrlRedacted())
 	}
 	if err != nil {
 		return fmt.Errorf("send: %w", err)

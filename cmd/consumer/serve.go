@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -28,6 +27,7 @@ import (
 	"github.com/sitefollow/sitefollow/internal/graphclient"
 	"github.com/sitefollow/sitefollow/internal/handler"
 	"github.com/sitefollow/sitefollow/internal/ledger"
+	"github.com/sitefollow/sitefollow/internal/natsconn"
 	"github.com/sitefollow/sitefollow/internal/ops"
 	"github.com/sitefollow/sitefollow/internal/provision"
 )
@@ -70,7 +70,15 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		return err
 	}
 	natsClosed := make(chan struct{})
-	nc, err := connectNATS(cfg, log, natsClosed)
+	target, err := resolveNATS(ctx, cfg.NATS())
+	if err != nil {
+		return err
+	}
+	if target.Context != "" {
+		log.Info().Str("context", target.Context).Str("server", target.Servers()).Msg("using nats context")
+	}
+	var natsFailure readiness
+	nc, err := connectNATS(target, log, &natsFailure, natsClosed)
 	if err != nil {
 		return err
 	}
@@ -125,13 +133,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	handlerMetrics := handler.NewMetrics(reg)
 	var streamsReady readiness
 	checks := []ops.Check{
-		{Name: "nats", Func: func(context.Context) error {
-			if !nc.IsConnected() {
-				// The check's name already says nats.
-				return fmt.Errorf("not connected (%s)", nc.Status())
-			}
-			return nil
-		}},
+		{Name: "nats", Func: func(context.Context) error { return natsDown(nc, &natsFailure) }},
 		{Name: "streams", Func: streamsReady.check},
 		// Asking Entra costs a token request and, while the credential
 		// fails, answers with the token URL, tenant, scope and Entra's own
@@ -230,6 +232,16 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		openReady := func(ctx context.Context) (jetstream.Consumer, error) {
 			var c jetstream.Consumer
 			err := retryForever(ctx, log, "open consumer", func() error {
+				// Say why the streams cannot be reached (no connection, no
+				// JetStream) rather than that a stream request timed out.
+				if err := natsDown(nc, &natsFailure); err != nil {
+					streamsReady.set(err)
+					return err
+				}
+				if err := natsconn.CheckJetStream(ctx, nc, target.Servers()); err != nil {
+					streamsReady.set(err)
+					return err
+				}
 				var err error
 				c, err = open(ctx)
 				var conflict *provision.ConflictError
@@ -306,14 +318,24 @@ const natsErrBytes = 1024
 
 // connectNATS connects for good: every failure, including an authorization
 // error (wrong password, revoked credentials), is retried with backoff and
-// logged with the server's text, so the consumer recovers by itself once
-// the server lets it in. closed is closed if the connection is closed
+// logged with the server and its cause, so the consumer recovers by itself
+// once the server lets it in. failure holds the latest failure, cleared on
+// connecting, for readiness. closed is closed if the connection is closed
 // anyway (the client gives up after some protocol errors).
-func connectNATS(cfg config.Config, log zerolog.Logger, closed chan<- struct{}) (*nats.Conn, error) {
+func connectNATS(target natsconn.Target, log zerolog.Logger, failure *readiness, closed chan<- struct{}) (*nats.Conn, error) {
 	var once sync.Once
+	servers := target.Servers()
 	natsErr := func(err error) string { return event.Truncate(err.Error(), natsErrBytes) }
-	opts := []nats.Option{
-		nats.Name("sitefollow/" + version),
+	failed := func(err error, msg string) {
+		if err == nil {
+			return
+		}
+		err = natsconn.Classify(servers, err)
+		failure.set(err)
+		logNATSError(log, err, natsErr(err), msg)
+	}
+	opts := target.Options(
+		nats.Name("sitefollow/"+version),
 		// Retry forever: NATS restarts are routine and the consumer must
 		// recover on its own.
 		nats.RetryOnFailedConnect(true),
@@ -326,34 +348,31 @@ func connectNATS(cfg config.Config, log zerolog.Logger, closed chan<- struct{}) 
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn().Str("error", natsErr(err)).Msg("nats disconnected")
+				log.Warn().Str("server", servers).Str("error", natsErr(err)).Msg("nats disconnected")
 			}
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			logNATSError(log, err, natsErr(err), "nats connect failed; retrying")
-		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { failed(err, "nats connect failed; retrying") }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			logNATSError(log, err, natsErr(err), "nats error")
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
+			failure.set(nil)
 			logConnected(log, c, "nats reconnected")
 		}),
 		nats.ConnectHandler(func(c *nats.Conn) {
+			failure.set(nil)
 			logConnected(log, c, "nats connected")
 		}),
 		nats.ClosedHandler(func(c *nats.Conn) {
 			if err := c.LastError(); err != nil {
-				log.Warn().Str("error", natsErr(err)).Msg("nats connection closed")
+				log.Warn().Str("server", servers).Str("error", natsErr(err)).Msg("nats connection closed")
 			}
 			once.Do(func() { close(closed) })
 		}),
-	}
-	if cfg.NATSCredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCredsFile))
-	}
-	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	)
+	nc, err := nats.Connect(target.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", redactURL(cfg.NATSURL), err)
+		return nil, fmt.Errorf("connect to nats: %w", natsconn.Classify(servers, err))
 	}
 	return nc, nil
 }
@@ -368,29 +387,37 @@ func logConnected(log zerolog.Logger, c *nats.Conn, msg string) {
 	ev.Msg(msg)
 }
 
-// logNATSError logs an error from the NATS client: authorization and
-// permission errors at error level (an operator must act), others at warn.
+// natsDown says why nc is not connected: the latest classified failure
+// when there is one. It is nil while connected.
+func natsDown(nc *nats.Conn, failure *readiness) error {
+	if nc.IsConnected() {
+		return nil
+	}
+	if err := failure.check(context.Background()); err != nil && !errors.Is(err, errNotYet) {
+		return err
+	}
+	return fmt.Errorf("not connected (%s)", strings.ToLower(nc.Status().String()))
+}
+
+// logNATSError logs an error from the NATS client: at error level when an
+// operator must act (authorization, permissions, TLS trust, no JetStream),
+// at warn otherwise; a classified error also gives the server and cause.
 func logNATSError(log zerolog.Logger, err error, text, msg string) {
 	if err == nil {
 		return
 	}
 	ev := log.Warn()
+	var classified *natsconn.Error
+	isClassified := errors.As(err, &classified)
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) ||
-		errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, nats.ErrAccountAuthExpired) {
+		errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, nats.ErrAccountAuthExpired) ||
+		isClassified && (classified.Cause == natsconn.CauseTLS || classified.Cause == natsconn.CauseNoJetStream) {
 		ev = log.Error()
 	}
-	ev.Str("error", text).Msg(msg)
-}
-
-// redactURL drops passwords from a NATS URL list for messages.
-func redactURL(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			parts[i] = u.Redacted()
-		}
+	if isClassified {
+		ev = ev.Str("server", classified.Server).Str("cause", classified.Cause.String())
 	}
-	return strings.Join(parts, ",")
+	ev.Str("error", text).Msg(msg)
 }
 
 func waitClosed(nc *nats.Conn, limit time.Duration) {

@@ -58,6 +58,31 @@ func checkOptionalFile(path string) error {
 	if !info.Mode().IsRegular() {
 		return errors.New("is not a regular file")
 	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// checkContextName accepts what can name a nats CLI context file: no path
+// separators, so the name cannot reach outside the context directory.
+func checkContextName(v string) error {
+	switch {
+	case v == "":
+		return nil
+	case v == "." || v == ".." || strings.ContainsAny(v, `/\`):
+		return errors.New("must be a context name, not a path")
+	case strings.ContainsFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+		return errors.New("must not contain spaces or control characters")
+	}
+	return nil
+}
+
+func checkNoControl(v string) error {
+	if strings.ContainsFunc(v, unicode.IsControl) {
+		return errors.New("must not contain control characters")
+	}
 	return nil
 }
 

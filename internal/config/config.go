@@ -18,8 +18,27 @@ import (
 // built by hand should be checked with Validate before use. Each field's
 // flag, environment variable, default and meaning are in Settings.
 type Config struct {
-	NATSURL            string
-	NATSCredsFile      string
+	NATSURL string
+	// NATSURLDefaulted says NATSURL is the default rather than given by
+	// flag or environment, so a NATS context's URL replaces it. A Config
+	// built by hand leaves it false: its URL counts as given.
+	NATSURLDefaulted bool
+	NATSContext      string
+	NATSUser         string
+	// NATSPassword and NATSToken are redacted wherever a Config is shown,
+	// as ClientSecret is.
+	NATSPassword  string
+	NATSToken     string
+	NATSCredsFile string
+	NATSNKeyFile  string
+	NATSCAFile    string
+	NATSCertFile  string
+	NATSKeyFile   string
+	// NATSConfigDir is where the nats CLI keeps its contexts
+	// ($XDG_CONFIG_HOME, else $HOME/.config); it is derived from the
+	// environment, not a setting of its own, and empty when neither is set.
+	NATSConfigDir string
+
 	Stream             string
 	StreamSubjects     string
 	Consumer           string
@@ -125,22 +144,20 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config
 		return Config{}, fmt.Errorf("parse flags: unexpected argument %q", fs.Arg(0))
 	}
 
-	var c Config
+	c := Config{NATSConfigDir: natsConfigDir(getenv)}
 	source := make(map[string]string, len(specs)) // by key: how the user gave each
 	var unparsed []error
 	var parsed []spec
 	for i := range specs {
 		s := &specs[i]
-		raw, name := s.Default, s.name()
-		if v, ok := fromFlag[s.Flag]; ok {
-			raw = v
-		} else if v := getenv(s.Env); v != "" {
-			raw, name = v, s.Env
-		}
+		raw, name, given := s.lookup(fromFlag, getenv)
 		source[s.key()] = name
 		if err := s.set(&c, raw); err != nil {
 			unparsed = append(unparsed, &SettingError{Setting: name, Value: s.quoteRaw(raw), Err: err})
 			continue
+		}
+		if !given && s.defaulted != nil {
+			s.defaulted(&c)
 		}
 		parsed = append(parsed, *s)
 	}
@@ -179,6 +196,19 @@ func joinSettingErrors(errs []error) error {
 		return errs[0]
 	}
 	return SettingErrors(errs)
+}
+
+// lookup finds a setting's text: from its flag, else its environment
+// variable, else its default. name is how errors refer to it and given
+// says whether it came from a flag or the environment.
+func (s *spec) lookup(fromFlag map[string]string, getenv func(string) string) (raw, name string, given bool) {
+	if v, ok := fromFlag[s.Flag]; ok && s.Flag != "" {
+		return v, s.name(), true
+	}
+	if v := getenv(s.Env); v != "" {
+		return v, s.Env, true
+	}
+	return s.Default, s.name(), false
 }
 
 // Validate checks every setting and the relations between them. Its errors

@@ -52,6 +52,7 @@ func load(t *testing.T, args []string, env map[string]string) (Config, error) {
 func defaults() Config {
 	return Config{
 		NATSURL:               "nats://127.0.0.1:4222",
+		NATSURLDefaulted:      true,
 		Stream:                "SITEFOLLOW",
 		StreamSubjects:        "sitefollow.requests.>",
 		Consumer:              "sitefollow",
@@ -116,6 +117,7 @@ func TestLoad(t *testing.T) {
 			},
 			want: func(c *Config) {
 				c.NATSURL = "nats://a:4222, tls://b:4222"
+				c.NATSURLDefaulted = false
 				c.BatchLinger = 250 * time.Millisecond
 				c.BatchMaxSites = 50
 				c.Provision = false
@@ -203,7 +205,15 @@ func fieldsOf(c Config) string {
 func invalid() map[string]string {
 	return map[string]string{
 		"nats-url":                "http://127.0.0.1:4222",
+		"context":                 "../elsewhere",
+		"nats-user":               "alice",   // without a password
+		"nats-password":           "hunter2", // without a user
+		"nats-token":              "tok\x01en",
 		"nats-creds":              "/nonexistent/user.creds",
+		"nats-nkey":               "/nonexistent/user.nk",
+		"nats-ca":                 "/nonexistent/ca.pem",
+		"nats-cert":               "/nonexistent/cert.pem",
+		"nats-key":                "/nonexistent/key.pem",
 		"stream":                  "SITE.FOLLOW",
 		"stream-subjects":         "sitefollow.>.requests",
 		"consumer":                "site follow",
@@ -545,14 +555,17 @@ func TestSettingsTable(t *testing.T) {
 		}
 		flags[s.Flag], envs[s.Env] = true, true
 	}
-	if got, want := len(Settings()), reflect.TypeFor[Config]().NumField(); got != want {
+	// Fields derived from settings rather than set by one.
+	derived := []string{"NATSURLDefaulted", "NATSConfigDir"}
+	if got, want := len(Settings()), reflect.TypeFor[Config]().NumField()-len(derived); got != want {
 		t.Errorf("Settings() has %d entries, Config has %d fields", got, want)
 	}
 }
 
 func TestSecretNeverShown(t *testing.T) {
 	const secret = "s3cr3t-VALUE"
-	c, err := load(t, nil, map[string]string{"NATS_URL": "nats://alice:hunter2@127.0.0.1:4222,nats://tok3n@127.0.0.2:4222"})
+	c, err := load(t, nil, map[string]string{"NATS_URL": "nats://alice:hunter2@127.0.0.1:4222,nats://tok3n@127.0.0.2:4222",
+		"NATS_USER": "alice", "NATS_PASSWORD": "pa55-VALUE"})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -573,7 +586,7 @@ func TestSecretNeverShown(t *testing.T) {
 		"json":   string(js),
 	}
 	for how, text := range shown {
-		for _, leak := range []string{secret, "hunter2", "tok3n"} {
+		for _, leak := range []string{secret, "hunter2", "tok3n", "pa55-VALUE"} {
 			if strings.Contains(text, leak) {
 				t.Errorf("%s shows %q: %s", how, leak, text)
 			}
@@ -588,6 +601,7 @@ func TestSecretNeverShown(t *testing.T) {
 	got := line.Config
 	for k, want := range map[string]string{
 		"azure-client-secret": "[redacted]",
+		"nats-password":       "[redacted]",
 		"nats-url":            "nats://redacted@127.0.0.1:4222,nats://redacted@127.0.0.2:4222",
 		"batch-linger":        "1s",
 		"tenant-id":           "contoso.onmicrosoft.com",

@@ -41,6 +41,10 @@ type spec struct {
 	set    func(c *Config, raw string) error
 	show   func(c *Config) string
 	check  func(c *Config) error
+	// defaulted, when set, is told that the setting took its default, for
+	// settings whose default yields to something else (NATS_URL to a
+	// context's URL).
+	defaulted func(c *Config)
 }
 
 // name is how Validate refers to the setting: its flag, or its environment
@@ -90,11 +94,35 @@ func (s *spec) quoteRaw(raw string) string {
 func table() []spec {
 	return []spec{
 		str("nats-url", "NATS_URL", "nats://127.0.0.1:4222",
-			"NATS server URL (nats://, tls://, ws://, wss://); comma-separated for several servers.",
-			func(c *Config) *string { return &c.NATSURL }, checkNATSURLs).redactWith(redactURLs),
+			"NATS server URL (nats://, tls://, ws://, wss://); comma-separated for several servers. Given, it wins over the context's; the default applies only when no context is used.",
+			func(c *Config) *string { return &c.NATSURL }, checkNATSURLs).redactWith(redactURLs).whenDefaulted(func(c *Config) { c.NATSURLDefaulted = true }),
+		str("context", "NATS_CONTEXT", "",
+			"nats CLI context to connect with (a name saved by `nats context save`, read from $XDG_CONFIG_HOME/nats/context/NAME.json); empty uses the context the nats CLI has selected, if any. The NATS settings given here win over the context's.",
+			func(c *Config) *string { return &c.NATSContext }, checkContextName),
+		str("nats-user", "NATS_USER", "",
+			"NATS user name; needs --nats-password.",
+			func(c *Config) *string { return &c.NATSUser }, checkNoControl),
+		str("nats-password", "NATS_PASSWORD", "",
+			"NATS password of --nats-user; prefer the environment variable, which stays out of process lists.",
+			func(c *Config) *string { return &c.NATSPassword }, checkSecret).hide(),
+		str("nats-token", "NATS_TOKEN", "",
+			"NATS authentication token, instead of a user; prefer the environment variable, which stays out of process lists.",
+			func(c *Config) *string { return &c.NATSToken }, checkNoControl).hide(),
 		str("nats-creds", "NATS_CREDS", "",
 			"NATS user credentials (.creds) file; empty connects without credentials.",
 			func(c *Config) *string { return &c.NATSCredsFile }, checkOptionalFile),
+		str("nats-nkey", "NATS_NKEY", "",
+			"NATS user nkey seed file.",
+			func(c *Config) *string { return &c.NATSNKeyFile }, checkOptionalFile),
+		str("nats-ca", "NATS_CA", "",
+			"PEM file of the root certificates trusted for the NATS server's TLS certificate (instead of the system roots).",
+			func(c *Config) *string { return &c.NATSCAFile }, checkCAFile),
+		str("nats-cert", "NATS_CERT", "",
+			"PEM client certificate file for NATS TLS; needs --nats-key.",
+			func(c *Config) *string { return &c.NATSCertFile }, checkOptionalFile),
+		str("nats-key", "NATS_KEY", "",
+			"PEM private key file of --nats-cert.",
+			func(c *Config) *string { return &c.NATSKeyFile }, checkOptionalFile),
 		str("stream", "SITEFOLLOW_STREAM", "SITEFOLLOW",
 			"JetStream stream holding follow/unfollow requests.",
 			func(c *Config) *string { return &c.Stream }, checkName),
@@ -247,6 +275,36 @@ type relation struct {
 
 func relations() []relation {
 	return []relation{
+		{"nats-password", func(c *Config, name func(string) string) error {
+			if c.NATSPassword != "" && c.NATSUser == "" {
+				return fmt.Errorf("needs %s", name("nats-user"))
+			}
+			return nil
+		}},
+		{"nats-user", func(c *Config, name func(string) string) error {
+			if c.NATSUser != "" && c.NATSPassword == "" {
+				return fmt.Errorf("needs %s", name("nats-password"))
+			}
+			return nil
+		}},
+		{"nats-token", func(c *Config, name func(string) string) error {
+			if c.NATSToken != "" && c.NATSUser != "" {
+				return fmt.Errorf("cannot be combined with %s: give a token or a user, not both", name("nats-user"))
+			}
+			return nil
+		}},
+		{"nats-cert", func(c *Config, name func(string) string) error {
+			if c.NATSCertFile != "" && c.NATSKeyFile == "" {
+				return fmt.Errorf("needs %s, the certificate's private key", name("nats-key"))
+			}
+			return nil
+		}},
+		{"nats-key", func(c *Config, name func(string) string) error {
+			if c.NATSKeyFile != "" && c.NATSCertFile == "" {
+				return fmt.Errorf("needs %s, the certificate it belongs to", name("nats-cert"))
+			}
+			return nil
+		}},
 		{"ack-wait", func(c *Config, name func(string) string) error {
 			if c.AckWait < 3*c.BatchLinger {
 				return fmt.Errorf("must be at least 3 × %s (%v) so batches are sent long before redelivery", name("batch-linger"), c.BatchLinger)
@@ -416,6 +474,12 @@ func (s spec) hide() spec {
 func (s spec) normalizeWith(f func(string) string) spec {
 	set := s.set
 	s.set = func(c *Config, raw string) error { return set(c, f(raw)) }
+	return s
+}
+
+// whenDefaulted registers f to be told that the setting took its default.
+func (s spec) whenDefaulted(f func(c *Config)) spec {
+	s.defaulted = f
 	return s
 }
 

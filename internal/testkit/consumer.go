@@ -48,7 +48,8 @@ func ConsumerEnv(t testing.TB, natsURL string, sim *graphsim.Server, settings ma
 	}
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "NATS_") || strings.HasPrefix(kv, "SITEFOLLOW_") || strings.HasPrefix(kv, "AZURE_") {
+		if strings.HasPrefix(kv, "NATS_") || strings.HasPrefix(kv, "SITEFOLLOW_") || strings.HasPrefix(kv, "AZURE_") ||
+			strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
 			continue
 		}
 		env = append(env, kv)
@@ -63,6 +64,8 @@ func ConsumerEnv(t testing.TB, natsURL string, sim *graphsim.Server, settings ma
 		"SITEFOLLOW_CA_FILE="+ca,
 		"SITEFOLLOW_HTTP_ADDR=127.0.0.1:0",
 		"SITEFOLLOW_LOG_LEVEL=warn",
+		// No nats CLI context of whoever runs the tests applies.
+		"XDG_CONFIG_HOME="+t.TempDir(),
 	)
 	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		env = append(env, k+"="+settings[k])
