@@ -160,6 +160,14 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 		"SITEFOLLOW_LOG_LEVEL":  cmp.Or(getenv("SITEFOLLOW_LOG_LEVEL"), "info"),
 		"SITEFOLLOW_GRAPH_ORG":  cmp.Or(getenv("SITEFOLLOW_GRAPH_ORG"), "Contoso"),
 	}
+	// Nothing of the caller's own NATS set-up applies to the embedded
+	// server: no context, no credentials.
+	for _, k := range config.NATSEnv() {
+		if _, ok := overrides[k]; !ok {
+			overrides[k] = ""
+		}
+	}
+	overrides["XDG_CONFIG_HOME"] = dir
 	cfg, err := config.Load(nil, func(k string) string {
 		if v, ok := overrides[k]; ok {
 			return v

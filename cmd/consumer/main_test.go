@@ -87,7 +87,10 @@ func TestSubcommands(t *testing.T) {
 
 func TestDemo(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if err := dispatch(t.Context(), []string{"demo"}, envFrom(map[string]string{"SITEFOLLOW_LOG_LEVEL": "warn"}), &out, &errOut); err != nil {
+	// The caller's own NATS set-up (a context that does not exist here, a
+	// user without a password) must not reach the embedded server.
+	env := envFrom(map[string]string{"SITEFOLLOW_LOG_LEVEL": "warn", "NATS_CONTEXT": "production", "NATS_USER": "someone"})
+	if err := dispatch(t.Context(), []string{"demo"}, env, &out, &errOut); err != nil {
 		t.Fatalf("demo: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
 	}
 	summary := out.String()

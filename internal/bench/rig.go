@@ -175,6 +175,14 @@ func newRig(o rigOptions) (_ *rig, err error) {
 		"SITEFOLLOW_PROVISION=true",
 		"SITEFOLLOW_LOG_LEVEL=warn",
 	}
+	// Nothing of the caller's own NATS set-up (a context, credentials)
+	// applies to the embedded server.
+	for _, k := range config.NATSEnv() {
+		if lookup(overrides, k) == "" && k != "NATS_URL" {
+			overrides = append(overrides, k+"=")
+		}
+	}
+	overrides = append(overrides, "XDG_CONFIG_HOME="+o.dir)
 	g.env = append(append([]string(nil), o.baseEnv...), overrides...)
 	if lookup(g.env, "SITEFOLLOW_GRAPH_ORG") == "" {
 		g.env = append(g.env, "SITEFOLLOW_GRAPH_ORG=Contoso")

@@ -120,17 +120,11 @@ func (e *SettingError) Unwrap() error { return e.Err }
 // the setting the way the user gave it. -h or --help writes Usage to
 // usageOut and returns flag.ErrHelp.
 func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config, error) {
-	specs := table()
 	fs := flag.NewFlagSet("consumer run", flag.ContinueOnError)
 	// The flag package's own messages and usage are replaced by ours.
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fromFlag := make(map[string]string)
-	for i := range specs {
-		if specs[i].Flag != "" {
-			fs.Var(rawFlag{raw: fromFlag, name: specs[i].Flag, isBool: specs[i].isBool}, specs[i].Flag, specs[i].Description)
-		}
-	}
+	all := bindFlags(fs, func(*spec) bool { return true })
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			if usageOut != nil {
@@ -143,27 +137,8 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("parse flags: unexpected argument %q", fs.Arg(0))
 	}
-
-	c := Config{NATSConfigDir: natsConfigDir(getenv)}
-	source := make(map[string]string, len(specs)) // by key: how the user gave each
-	var unparsed []error
-	var parsed []spec
-	for i := range specs {
-		s := &specs[i]
-		raw, name, given := s.lookup(fromFlag, getenv)
-		source[s.key()] = name
-		if err := s.set(&c, raw); err != nil {
-			unparsed = append(unparsed, &SettingError{Setting: name, Value: s.quoteRaw(raw), Err: err})
-			continue
-		}
-		if !given && s.defaulted != nil {
-			s.defaulted(&c)
-		}
-		parsed = append(parsed, *s)
-	}
-	// Every setting is judged, so that one run names everything to fix.
-	errs := append(unparsed, c.problems(parsed, func(s *spec) string { return source[s.key()] }, len(unparsed) == 0)...)
-	if err := joinSettingErrors(errs); err != nil {
+	c, err := all.resolve(getenv)
+	if err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -214,29 +189,39 @@ func (s *spec) lookup(fromFlag map[string]string, getenv func(string) string) (r
 // Validate checks every setting and the relations between them. Its errors
 // name the flag, or the environment variable for environment-only settings.
 func (c Config) Validate() error {
-	return joinSettingErrors(c.problems(table(), (*spec).name, true))
+	return joinSettingErrors(c.problems(table(), (*spec).name))
 }
 
-// problems checks each of specs and, when every setting could be read and
-// passed (relations compare valid values only) and related is set, the
-// relations between them.
-func (c Config) problems(specs []spec, name func(*spec) string, related bool) []error {
+// problems checks each of specs, then the relations between them: a
+// relation is judged only when its setting and every one it names are
+// among specs and passed their own checks (a tool binds only some
+// settings; a value already refused says nothing about another).
+func (c Config) problems(specs []spec, name func(*spec) string) []error {
 	byKey := make(map[string]*spec, len(specs))
 	var errs []error
 	for i := range specs {
 		s := &specs[i]
-		byKey[s.key()] = s
 		if err := s.check(&c); err != nil {
 			errs = append(errs, &SettingError{Setting: name(s), Value: s.shown(&c), Err: err})
+			continue
 		}
+		byKey[s.key()] = s
 	}
-	if len(errs) > 0 || !related {
-		return errs
+	var unknown bool
+	nameOf := func(key string) string {
+		if s, ok := byKey[key]; ok {
+			return name(s)
+		}
+		unknown = true
+		return key
 	}
-	nameOf := func(key string) string { return name(byKey[key]) }
 	for _, x := range relations() {
-		if err := x.check(&c, nameOf); err != nil {
-			s := byKey[x.key]
+		s, ok := byKey[x.key]
+		if !ok {
+			continue
+		}
+		unknown = false
+		if err := x.check(&c, nameOf); err != nil && !unknown {
 			errs = append(errs, &SettingError{Setting: name(s), Value: s.shown(&c), Err: err})
 		}
 	}

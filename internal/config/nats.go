@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
@@ -79,49 +78,27 @@ func (s *spec) isNATS() bool { return strings.HasPrefix(s.Env, "NATS_") }
 // returns resolves each setting (flag > environment > default) and
 // validates them; it reads nothing else, so a tool needs no Azure settings.
 func BindNATS(fs *flag.FlagSet, getenv func(string) string) func() (NATS, error) {
-	var specs []spec
-	for _, s := range table() {
-		if s.isNATS() {
-			specs = append(specs, s)
-		}
-	}
-	fromFlag := make(map[string]string)
-	for i := range specs {
-		fs.Var(rawFlag{raw: fromFlag, name: specs[i].Flag, isBool: specs[i].isBool}, specs[i].Flag, specs[i].Description)
-	}
+	nats := bindFlags(fs, (*spec).isNATS)
 	return func() (NATS, error) {
-		c := Config{NATSConfigDir: natsConfigDir(getenv)}
-		var errs []error
-		source := make(map[string]string, len(specs))
-		byKey := make(map[string]*spec, len(specs))
-		for i := range specs {
-			s := &specs[i]
-			raw, name, given := s.lookup(fromFlag, getenv)
-			source[s.key()], byKey[s.key()] = name, s
-			if err := s.set(&c, raw); err != nil {
-				errs = append(errs, &SettingError{Setting: name, Value: s.quoteRaw(raw), Err: err})
-				continue
-			}
-			if !given && s.defaulted != nil {
-				s.defaulted(&c)
-			}
-			if err := s.check(&c); err != nil {
-				errs = append(errs, &SettingError{Setting: name, Value: s.shown(&c), Err: err})
-			}
-		}
-		nameOf := func(key string) string { return source[key] }
-		for _, x := range relations() {
-			s, ok := byKey[x.key]
-			if !ok {
-				continue // not a NATS setting
-			}
-			if err := x.check(&c, nameOf); err != nil {
-				errs = append(errs, &SettingError{Setting: source[x.key], Value: s.shown(&c), Err: err})
-			}
-		}
-		if err := errors.Join(errs...); err != nil {
+		c, err := nats.resolve(getenv)
+		if err != nil {
 			return NATS{}, fmt.Errorf("nats settings: %w", err)
 		}
 		return c.NATS(), nil
 	}
+}
+
+// NATSEnv names the environment variables of the NATS connection settings
+// and XDG_CONFIG_HOME, where the nats CLI's contexts are found: what a
+// process pointed at an embedded server (the demo, the benchmark's
+// consumers) overrides so that nothing of the caller's own NATS set-up
+// (an exported NATS_CONTEXT, a selected context, credentials) leaks in.
+func NATSEnv() []string {
+	names := []string{"XDG_CONFIG_HOME"}
+	for _, s := range table() {
+		if s.isNATS() {
+			names = append(names, s.Env)
+		}
+	}
+	return names
 }
