@@ -10,6 +10,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -22,8 +23,13 @@ import (
 	"syscall"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are set at build time with -ldflags "-X
+// main.version=... -X main.commit=..."; without a commit the one the Go
+// toolchain recorded is shown, when it recorded one.
+var (
+	version = "dev"
+	commit  = ""
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -122,8 +128,8 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error
 // and whether the tree had changes (as the Go toolchain records them), and
 // the Go version.
 func versionLine() string {
-	commit := "unknown"
-	if info, ok := debug.ReadBuildInfo(); ok {
+	built := cmp.Or(commit, "unknown")
+	if info, ok := debug.ReadBuildInfo(); ok && commit == "" {
 		var rev, modified string
 		for _, s := range info.Settings {
 			switch s.Key {
@@ -134,11 +140,11 @@ func versionLine() string {
 			}
 		}
 		if rev != "" {
-			commit = rev[:min(len(rev), 12)]
+			built = rev[:min(len(rev), 12)]
 			if modified == "true" {
-				commit += "+changes"
+				built += "+changes"
 			}
 		}
 	}
-	return fmt.Sprintf("sitefollow %s (commit %s, %s %s/%s)", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("sitefollow %s (commit %s, %s %s/%s)", version, built, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
