@@ -261,3 +261,81 @@ func TestParseBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestSimFlagsShapeGraph checks that each of sim's Graph flags reaches the
+// simulator: a follow sent by hand is answered as the flag says.
+func TestSimFlagsShapeGraph(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		args       []string
+		site       string
+		calls      int // the answer judged is the last of these
+		wantStatus int
+		wantHeader map[string]string
+		wantBody   string
+	}{
+		{name: "plain", site: testkit.Site(1), calls: 1, wantStatus: http.StatusOK},
+		{name: "every call throttled", args: []string{"--throttle-rate", "1", "--retry-after", "3"}, site: testkit.Site(1), calls: 1,
+			wantStatus: http.StatusTooManyRequests, wantHeader: map[string]string{"Retry-After": "3"}},
+		{name: "every call unavailable", args: []string{"--error-rate", "1"}, site: testkit.Site(1), calls: 1,
+			wantStatus: http.StatusServiceUnavailable},
+		{name: "budget spent", args: []string{"--budget", "1/1m", "--burst", "1"}, site: testkit.Site(1), calls: 2,
+			wantStatus: http.StatusTooManyRequests},
+		{name: "only the named sites exist", args: []string{"--site", testkit.Site(1)}, site: testkit.Site(2), calls: 1,
+			wantStatus: http.StatusMultiStatus, wantBody: "invalidRequest"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			envFile := filepath.Join(t.TempDir(), "sim.env")
+			var stdout, stderr testkit.SyncBuffer
+			stop := runSim(t, &stdout, &stderr, append([]string{"--env-file", envFile}, tt.args...)...)
+			env := readEnvFile(t, envFile)
+			c := simClient(t, env["SITEFOLLOW_CA_FILE"])
+			token := simToken(t, c, env)
+			var status int
+			var header http.Header
+			var body string
+			for range tt.calls {
+				status, header, body = followByHand(t, c, env["SITEFOLLOW_GRAPH_URL"], token, "adele@contoso.com", tt.site)
+			}
+			if status != tt.wantStatus {
+				t.Errorf("status: got %d, want %d (body %s)", status, tt.wantStatus, body)
+			}
+			for k, v := range tt.wantHeader {
+				if got := header.Get(k); got != v {
+					t.Errorf("%s: got %q, want %q", k, got, v)
+				}
+			}
+			if !strings.Contains(body, tt.wantBody) {
+				t.Errorf("body: got %s, want it to contain %q", body, tt.wantBody)
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("sim: %v", err)
+			}
+		})
+	}
+}
+
+// followByHand is POST /v1.0/users/{user}/followedSites/add for one site.
+func followByHand(t *testing.T, c *http.Client, graphURL, token, user, site string) (int, http.Header, string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"value":[{"id":%q}]}`, site)
+	req, err := http.NewRequest(http.MethodPost, graphURL+"/v1.0/users/"+url.PathEscape(user)+"/followedSites/add", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("POST add: %v", err)
+	}
+	defer closeResp(t, resp)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read answer: %v", err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
+}
