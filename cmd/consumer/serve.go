@@ -92,8 +92,15 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	if err != nil {
 		return err
 	}
+	// A beta followingSites call carries a batch's follows and unfollows
+	// together, and its 200 lists them all.
+	answerSites := cfg.BatchMaxSites
+	if graphclient.API(cfg.GraphAPI) == graphclient.APIBetaFollowingSites {
+		answerSites *= 2
+	}
 	graph, err := graphclient.New(graphclient.Config{
 		BaseURL:        cfg.GraphURL,
+		API:            graphclient.API(cfg.GraphAPI),
 		UserAgent:      fmt.Sprintf("NONISV|%s|sitefollow/%s", cfg.GraphOrg, version),
 		Credential:     cred,
 		HTTPClient:     httpClient,
@@ -102,8 +109,8 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		RequestTimeout: cfg.GraphTimeout,
 		// An answer need be no longer than a full batch's, and no more
 		// answers are read at once than users are served at once.
-		MaxResponseBytes:  graphclient.ResponseBytesFor(cfg.BatchMaxSites),
-		MaxResponseMemory: int64(cfg.MaxConcurrency) * int64(graphclient.ResponseBytesFor(cfg.BatchMaxSites)),
+		MaxResponseBytes:  graphclient.ResponseBytesFor(answerSites),
+		MaxResponseMemory: int64(cfg.MaxConcurrency) * int64(graphclient.ResponseBytesFor(answerSites)),
 		MaxConcurrency:    cfg.MaxConcurrency,
 		Pacing: graphclient.Pacing{
 			MaxRate: cfg.GraphMaxRPS, Budget: cfg.GraphBudget.Units, Window: cfg.GraphBudget.Window, CallCost: cfg.GraphCallCost,

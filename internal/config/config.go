@@ -52,7 +52,9 @@ type Config struct {
 	StateBucket           string
 	LeaseTTL              time.Duration
 
-	GraphURL           string
+	GraphURL string
+	// GraphAPI is "v1" or "beta-followingsites".
+	GraphAPI           string
 	GraphOrg           string
 	GraphMaxAttempts   int
 	GraphTimeout       time.Duration

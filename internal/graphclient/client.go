@@ -83,6 +83,9 @@ type Config struct {
 	// Now defaults to time.Now. It must advance at the rate of real time:
 	// the throttle gate compares it with real timers.
 	Now func() time.Time
+	// API selects the Graph calls: APIV1 (the default) or
+	// APIBetaFollowingSites.
+	API API
 }
 
 // Defaults applied by New.
@@ -134,6 +137,7 @@ type Client struct {
 	metrics        *Metrics
 	now            func() time.Time
 	maxAnswer      int
+	api            API
 	// answers holds one unit per answer byte held, so concurrent calls
 	// together never hold more than MaxResponseMemory however long the
 	// answers Graph, or whoever answers, sends.
@@ -149,6 +153,10 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Credential == nil {
 		return nil, errNoCredential
+	}
+	api, err := cfg.API.orDefault()
+	if err != nil {
+		return nil, err
 	}
 	if cfg.MaxAttempts < 0 || cfg.InitialInterval < 0 || cfg.MaxInterval < 0 || cfg.MaxRetryAfter < 0 || cfg.RequestTimeout < 0 ||
 		cfg.MaxResponseBytes < 0 || cfg.MaxResponseMemory < 0 {
@@ -167,6 +175,7 @@ func New(cfg Config) (*Client, error) {
 		metrics:        cfg.Metrics,
 		now:            cfg.Now,
 		maxAnswer:      cfg.MaxResponseBytes,
+		api:            api,
 	}
 	if c.maxAnswer == 0 {
 		c.maxAnswer = ResponseBytesFor(DefaultBatchSites)
@@ -373,6 +382,17 @@ func (c *Client) Apply(ctx context.Context, userID string, op Operation, siteIDs
 		r.settleAll(Rejected, &SiteError{Code: CodeInvalidUserID, Message: fmt.Sprintf("invalid user id %q", userID)})
 		return r.results
 	}
+	if c.api == APIBetaFollowingSites {
+		r.op = FollowingSites
+	}
+	r.retry(ctx)
+	return r.results
+}
+
+// retry makes the run's attempts under the backoff policy and settles what
+// is still open.
+func (r *run) retry(ctx context.Context) {
+	c := r.c
 	exp := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(c.initial),
 		backoff.WithMaxInterval(c.maxInterval),
@@ -382,11 +402,10 @@ func (c *Client) Apply(ctx context.Context, userID string, op Operation, siteIDs
 	err := backoff.RetryNotify(func() error { return r.attempt(ctx) }, policy, func(err error, _ time.Duration) {
 		var re *retryError
 		if errors.As(err, &re) {
-			c.metrics.retry(op, re.reason)
+			c.metrics.retry(r.op, re.reason)
 		}
 	})
 	r.finish(ctx, err)
-	return r.results
 }
 
 // ApplyOption adjusts one Apply call.

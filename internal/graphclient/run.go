@@ -17,7 +17,8 @@ type site struct {
 	indexes []int  // positions in the caller's slice
 	lastErr *SiteError
 	settled bool
-	verdict verdict // what the answer being handled says about the site
+	verdict verdict   // what the answer being handled says about the site
+	op      Operation // Add or Remove: what is asked for this site
 }
 
 // run is the state of one Apply call.
@@ -50,7 +51,7 @@ func newRun(c *Client, userID string, op Operation, siteIDs []string) *run {
 			continue
 		}
 		indexes[i] = i
-		store = append(store, site{id: id, indexes: indexes[i : i+1 : i+1]})
+		store = append(store, site{id: id, indexes: indexes[i : i+1 : i+1], op: op})
 		r.sites[key] = &store[len(store)-1]
 		r.order = append(r.order, key)
 	}
@@ -131,7 +132,7 @@ func (r *run) attempt(ctx context.Context) error {
 	for i, k := range keys {
 		ids[i] = r.sites[k].id
 	}
-	body, err := requestBody(ids)
+	body, err := r.requestBody(keys, ids)
 	if err != nil {
 		return backoff.Permanent(fmt.Errorf("graphclient: encode request: %w", err))
 	}

@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 	"unsafe"
@@ -52,11 +51,11 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 		sites:           len(keys),
 		clientRequestID: uuid.NewString(),
 	}
-	target := c.baseURL + "/v1.0/users/" + url.PathEscape(r.userID) + "/followedSites/" + string(r.op)
+	method, target := r.target()
 
 	rctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, target, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(rctx, method, target, bytes.NewReader(body))
 	if err != nil {
 		info.status = "error"
 		info.err = fmt.Errorf("graphclient: build request: %w", err)

@@ -171,8 +171,9 @@ func (r *run) handleEntries(keys []string, resp *response) error {
 			reason = reasonSiteTransient
 		case v.success:
 			r.settle(k, Applied, nil)
-		case r.op == Remove:
-			// Remove answers list only the failures.
+		case st.op == Remove:
+			// Remove answers (and beta followingSites 207s) list only the
+			// failures.
 			r.settle(k, Applied, nil)
 		default:
 			// An add answer that does not mention a site proves nothing:

@@ -7,10 +7,13 @@ import (
 
 // Call is one Graph request as the sim saw and answered it.
 type Call struct {
-	At              time.Time     // when the request arrived
-	UserID          string        // as it appeared in the path (unescaped)
-	Op              string        // "add" or "remove"; empty for an unknown route
-	SiteIDs         []string      // ids in the request body
+	At      time.Time // when the request arrived
+	UserID  string    // as it appeared in the path (unescaped)
+	Op      string    // "add", "remove" or "followingSites" (beta PATCH); empty for an unknown route
+	SiteIDs []string  // ids in the request body
+	// Actions holds, for a followingSites call, each SiteIDs entry's
+	// "@oneDrive.action" ("follow" or "unfollow"); nil for other calls.
+	Actions         []string
 	Status          int           // status answered; 0 while in flight or when no answer was sent
 	RetryAfter      time.Duration // when a 429/503 carried Retry-After
 	ClientRequestID string
@@ -32,7 +35,7 @@ type Call struct {
 // callResult is what a Graph call's handling learnt and answered.
 type callResult struct {
 	op, user            string
-	ids                 []string
+	ids, actions        []string
 	status              int
 	retryAfter          time.Duration
 	answered, notBefore time.Time
@@ -71,6 +74,7 @@ func (s *Server) finishCall(c *Call, r callResult) {
 	c.Op = r.op
 	c.UserID = r.user
 	c.SiteIDs = r.ids
+	c.Actions = r.actions
 	c.Status = r.status
 	c.RetryAfter = r.retryAfter
 	c.Answered = r.answered
@@ -96,6 +100,7 @@ func (s *Server) Calls() []Call {
 	for i, c := range s.calls {
 		out[i] = *c
 		out[i].SiteIDs = slices.Clone(c.SiteIDs)
+		out[i].Actions = slices.Clone(c.Actions)
 	}
 	return out
 }

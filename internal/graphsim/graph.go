@@ -16,16 +16,20 @@ import (
 // form, so that looking it up allocates nothing.
 const headerClientRequestID = "Client-Request-Id"
 
-// The two followedSites operations, as Call.Op reports them.
+// The two followedSites operations and the beta followingSites PATCH, as
+// Call.Op reports them.
 const (
 	opAdd    = "add"
 	opRemove = "remove"
+	// OpFollowingSites is Call.Op for PATCH /beta/users/{id}/followingSites.
+	OpFollowingSites = "followingSites"
 )
 
 // graphRequest is what the handler learnt about a call, for the record.
 type graphRequest struct {
 	op, user string
 	ids      []string
+	actions  []string // per id, beta calls only
 }
 
 // serveGraph answers POST /v1.0/users/{userId}/followedSites/{add|remove},
@@ -42,7 +46,7 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	rep := s.handleGraph(r, &req)
 	if rep == nil {
 		// The client went away or the server is closing: nobody to answer.
-		s.finishCall(call, callResult{op: req.op, user: req.user, ids: req.ids})
+		s.finishCall(call, callResult{op: req.op, user: req.user, ids: req.ids, actions: req.actions})
 		return
 	}
 	status := rep.status()
@@ -67,7 +71,7 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	}
 	// The record is complete before the client can read the answer, so a
 	// client that got its answer finds the call in Calls.
-	s.finishCall(call, callResult{op: req.op, user: req.user, ids: req.ids, status: status,
+	s.finishCall(call, callResult{op: req.op, user: req.user, ids: req.ids, actions: req.actions, status: status,
 		retryAfter: retryAfter, answered: time.Now(), notBefore: deadline, throttled: rep.throttled})
 	// Answered is then moved to the moment the answer left for the client,
 	// the earliest the client could know it (see Call.Answered).
@@ -101,17 +105,27 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	if gerr != nil {
 		return &reply{err: gerr}
 	}
-	if r.Method != http.MethodPost {
+	method := http.MethodPost
+	if op == OpFollowingSites {
+		method = http.MethodPatch
+	}
+	if r.Method != method {
 		return &reply{
 			err:    &graphError{status: http.StatusMethodNotAllowed, code: "Request_BadRequest", message: fmt.Sprintf("The HTTP method '%s' is not allowed for this resource.", r.Method)},
-			header: http.Header{"Allow": {http.MethodPost}},
+			header: http.Header{"Allow": {method}},
 		}
 	}
 	if rep := s.authorize(r); rep != nil {
 		return rep
 	}
-	ids, berr := decodeBody(buf.Bytes(), rerr)
-	req.ids = ids
+	var ids, actions []string
+	var berr error
+	if op == OpFollowingSites {
+		ids, actions, berr = decodeBetaBody(buf.Bytes(), rerr)
+	} else {
+		ids, berr = decodeBody(buf.Bytes(), rerr)
+	}
+	req.ids, req.actions = ids, actions
 	if berr != nil {
 		return &reply{err: &graphError{status: http.StatusBadRequest, code: "invalidRequest", message: berr.Error()}}
 	}
@@ -128,11 +142,11 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	}
 	// Whatever becomes of a call the budget admitted, its answer carries
 	// the budget's RateLimit headers.
-	return withHeader(s.admittedLocked(op, user, ids, chaos, now), quota)
+	return withHeader(s.admittedLocked(op, user, ids, actions, chaos, now), quota)
 }
 
 // admittedLocked answers a call the rate limit and the budget admitted.
-func (s *Server) admittedLocked(op, user string, ids []string, chaos *chaosVerdict, now time.Time) *reply {
+func (s *Server) admittedLocked(op, user string, ids, actions []string, chaos *chaosVerdict, now time.Time) *reply {
 	if rep := admitChaos(chaos, now); rep != nil {
 		return rep
 	}
@@ -143,6 +157,9 @@ func (s *Server) admittedLocked(op, user string, ids []string, chaos *chaosVerdi
 			innerCode: "itemNotFound",
 			message:   fmt.Sprintf("Resource '%s' does not exist or one of its queried reference-property objects are not present.", user),
 		}}
+	}
+	if op == OpFollowingSites {
+		return s.applyBetaLocked(user, ids, actions, chaos)
 	}
 	return s.applyLocked(op, user, ids, chaos)
 }
@@ -170,6 +187,14 @@ func route(u *url.URL) (op, user string, gerr *graphError) {
 			break
 		}
 		rest = after
+	}
+	if len(parts) == 5 && parts[0] == "" && strings.EqualFold(parts[1], "beta") && strings.EqualFold(parts[2], "users") &&
+		strings.EqualFold(parts[4], "followingSites") {
+		user, err := url.PathUnescape(parts[3])
+		if err != nil || user == "" {
+			return "", "", &graphError{status: http.StatusBadRequest, code: "BadRequest", message: fmt.Sprintf("Invalid user segment '%s'.", parts[3])}
+		}
+		return OpFollowingSites, user, nil
 	}
 	if len(parts) < 3 || parts[0] != "" || !strings.EqualFold(parts[1], "v1.0") || !strings.EqualFold(parts[2], "users") {
 		return "", "", &graphError{status: http.StatusNotFound, code: "UnknownError", message: fmt.Sprintf("No resource at '%s'.", path)}
@@ -423,11 +448,65 @@ func echoID(id string, info *siteInfo, upper bool) string {
 	return info.site.render(upper)
 }
 
+// siteOutcome is what one call did with one of its sites.
+type siteOutcome int
+
+const (
+	siteRepeated siteOutcome = iota // already considered in this call
+	siteOmitted                     // left out of the answer (OmitSites)
+	siteFailed                      // answered with an error entry
+	siteApplied                     // followed or unfollowed
+)
+
+// applySiteLocked considers one site of a call once: it changes followed
+// state and returns the site's entry (its error entry when it failed, its
+// site object when an add applied it, nil otherwise) and its parsed info.
+func (s *Server) applySiteLocked(op, userKey, id string, seen *keySet, chaos *chaosVerdict) ([]byte, siteOutcome, *siteInfo) {
+	f := &s.faults
+	upper := f.upperCaseIDs
+	info := s.infoLocked(id)
+	k := strings.ToLower(id)
+	if info != nil {
+		k = info.key
+	}
+	if !seen.add(k) {
+		return nil, siteRepeated, info
+	}
+	if op == opAdd && f.omitSites[k] > 0 {
+		f.omitSites[k]--
+		if f.omitSites[k] == 0 {
+			delete(f.omitSites, k)
+		}
+		return nil, siteOmitted, info
+	}
+	if fail, ok := f.failSites[k]; ok {
+		fail.n--
+		if fail.n <= 0 {
+			delete(f.failSites, k)
+		} else {
+			f.failSites[k] = fail
+		}
+		return errorEntryWithMessage(echoID(id, info, upper), fail.code, fail.message), siteFailed, info
+	}
+	if info == nil || !s.knownInfoLocked(info) {
+		return errorEntryJSON(echoID(id, info, upper), "invalidRequest"), siteFailed, info
+	}
+	if chaos.siteFails() {
+		return errorEntryJSON(echoID(id, info, upper), "serviceNotAvailable"), siteFailed, info
+	}
+	if op == opAdd {
+		s.followLocked(userKey, k)
+		s.effectLocked(userKey, k, EffectFollow)
+		return info.object(upper), siteApplied, info
+	}
+	s.unfollowLocked(userKey, k)
+	s.effectLocked(userKey, k, EffectUnfollow)
+	return nil, siteApplied, info
+}
+
 // applyLocked changes followed state and builds the answer. Each distinct
 // site is considered once per call, in request order.
 func (s *Server) applyLocked(op, user string, ids []string, chaos *chaosVerdict) *reply {
-	f := &s.faults
-	upper := f.upperCaseIDs
 	userKey := strings.ToLower(user)
 	// Never nil: "value" must be [] rather than null when everything was omitted.
 	entries := make([][]byte, 0, len(ids))
@@ -435,56 +514,18 @@ func (s *Server) applyLocked(op, user string, ids []string, chaos *chaosVerdict)
 	var first *siteID
 	var seen keySet
 	for _, id := range ids {
-		info := s.infoLocked(id)
-		var k string
-		if info != nil {
-			k = info.key
-			if first == nil {
-				first = &info.site
-			}
-		} else {
-			k = strings.ToLower(id)
+		entry, out, info := s.applySiteLocked(op, userKey, id, &seen, chaos)
+		if info != nil && first == nil {
+			first = &info.site
 		}
-		if !seen.add(k) {
-			continue
-		}
-
-		if op == opAdd && f.omitSites[k] > 0 {
-			f.omitSites[k]--
-			if f.omitSites[k] == 0 {
-				delete(f.omitSites, k)
-			}
+		switch out {
+		case siteOmitted:
 			omitted = true
-			continue
-		}
-		if fail, ok := f.failSites[k]; ok {
-			fail.n--
-			if fail.n <= 0 {
-				delete(f.failSites, k)
-			} else {
-				f.failSites[k] = fail
-			}
-			entries = append(entries, errorEntryWithMessage(echoID(id, info, upper), fail.code, fail.message))
+		case siteFailed:
 			failed = true
-			continue
 		}
-		if info == nil || !s.knownInfoLocked(info) {
-			entries = append(entries, errorEntryJSON(echoID(id, info, upper), "invalidRequest"))
-			failed = true
-			continue
-		}
-		if chaos.siteFails() {
-			entries = append(entries, errorEntryJSON(echoID(id, info, upper), "serviceNotAvailable"))
-			failed = true
-			continue
-		}
-		if op == opAdd {
-			s.followLocked(userKey, k)
-			s.effectLocked(userKey, k, EffectFollow)
-			entries = append(entries, info.object(upper))
-		} else {
-			s.unfollowLocked(userKey, k)
-			s.effectLocked(userKey, k, EffectUnfollow)
+		if entry != nil {
+			entries = append(entries, entry)
 		}
 	}
 
@@ -492,18 +533,24 @@ func (s *Server) applyLocked(op, user string, ids []string, chaos *chaosVerdict)
 	case op == opAdd && !failed && !omitted:
 		return &reply{code: http.StatusOK, value: entries}
 	case op == opAdd:
-		if f.extraErrorEntry {
-			extra := docsSite()
-			if first != nil {
-				extra = first.sibling()
-			}
-			entries = append([][]byte{errorEntryJSON(extra.render(upper), "invalidRequest")}, entries...)
-		}
-		return &reply{code: http.StatusMultiStatus, value: entries}
+		return &reply{code: http.StatusMultiStatus, value: s.withExtraErrorLocked(entries, first)}
 	case !failed:
 		return &reply{code: http.StatusNoContent}
 	default:
 		// Remove never adds success entries, so entries holds only failures.
 		return &reply{code: http.StatusMultiStatus, value: entries}
 	}
+}
+
+// withExtraErrorLocked puts the ExtraErrorEntry fault's error entry, for an
+// id that was not requested, in front of a 207's entries.
+func (s *Server) withExtraErrorLocked(entries [][]byte, first *siteID) [][]byte {
+	if !s.faults.extraErrorEntry {
+		return entries
+	}
+	extra := docsSite()
+	if first != nil {
+		extra = first.sibling()
+	}
+	return append([][]byte{errorEntryJSON(extra.render(s.faults.upperCaseIDs), "invalidRequest")}, entries...)
 }

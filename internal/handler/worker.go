@@ -149,6 +149,10 @@ func (h *Handler) send(ctx context.Context, b *batch.Batch[*tracked], ls *ledger
 		return outcomes
 	}
 	defer func() { <-h.graphSlots }()
+	if m, ok := h.graph.(Mixer); ok && m.Mixes() {
+		h.sendMixed(ctx, m, b.UserID, calls, permit, outcomes)
+		return outcomes
+	}
 	for _, call := range calls {
 		op := graphclient.Add
 		if call[0].Action == event.Unfollow {
