@@ -1,6 +1,9 @@
 // Package graphclient follows and unfollows SharePoint sites on behalf of
 // users through Microsoft Graph (POST /v1.0/users/{id}/followedSites/add and
-// .../remove) and obtains the app-only Entra tokens those calls need.
+// .../remove) and obtains the app-only Entra tokens those calls need. With
+// APIBetaFollowingSites it speaks the older beta PATCH
+// /beta/users/{id}/followingSites instead, follows and unfollows mixed in
+// one call (ApplyMixed), and reads its answers by the same rules.
 //
 // It is the only code in sitefollow that talks to Graph or to Entra. Apply
 // turns every Graph answer into one verdict per requested site: Applied only

@@ -32,7 +32,8 @@ type graphRequest struct {
 	actions  []string // per id, beta calls only
 }
 
-// serveGraph answers POST /v1.0/users/{userId}/followedSites/{add|remove},
+// serveGraph answers POST /v1.0/users/{userId}/followedSites/{add|remove}
+// and the older PATCH /beta/users/{userId}/followingSites (see beta.go),
 // and GET /v1.0/users/{userId}/followedSites for people looking on.
 func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {

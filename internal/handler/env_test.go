@@ -66,6 +66,8 @@ type env struct {
 	metrics *handler.Metrics
 	// replicas counts handlers started, to name each one's leases.
 	replicas int
+	// api is the Graph API the handlers' clients speak; "" for v1.
+	api graphclient.API
 }
 
 type option func(*env)
@@ -73,6 +75,7 @@ type option func(*env)
 func withConfig(f func(*handler.Config)) option { return func(e *env) { f(&e.cfg) } }
 func withDLQPrefix(p string) option             { return func(e *env) { e.prefix = p } }
 func withMetrics(m *handler.Metrics) option     { return func(e *env) { e.metrics = m } }
+func withAPI(api graphclient.API) option        { return func(e *env) { e.api = api } }
 
 func newEnv(t *testing.T, opts ...option) *env {
 	t.Helper()
@@ -187,7 +190,7 @@ func (e *env) startReplica(cfg handler.Config, wrap func(handler.Graph) handler.
 	gc, err := graphclient.New(graphclient.Config{
 		BaseURL: e.sim.GraphURL(), UserAgent: "NONISV|Test|sitefollow/test", Credential: cred,
 		MaxAttempts: 4, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond,
-		MaxRetryAfter: 5 * time.Second, RequestTimeout: 20 * time.Second, Logger: log,
+		MaxRetryAfter: 5 * time.Second, RequestTimeout: 20 * time.Second, Logger: log, API: e.api,
 	})
 	if err != nil {
 		e.t.Fatalf("graph client: %v", err)
