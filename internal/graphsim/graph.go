@@ -115,6 +115,9 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	if berr != nil {
 		return &reply{err: &graphError{status: http.StatusBadRequest, code: "invalidRequest", message: berr.Error()}}
 	}
+	if s.poisoned(ids) {
+		return &reply{err: &graphError{status: http.StatusBadRequest, code: "invalidRequest", message: "One of the provided arguments is not acceptable."}}
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -145,6 +148,21 @@ func (s *Server) admittedLocked(op, user string, ids []string, chaos *chaosVerdi
 		}}
 	}
 	return s.applyLocked(op, user, ids, chaos)
+}
+
+// poisoned reports whether ids name one of Options.PoisonSites. Like a
+// malformed body, a poison id fails the whole call, and Graph's answer does
+// not say which id it was.
+func (s *Server) poisoned(ids []string) bool {
+	if s.poison == nil {
+		return false
+	}
+	for _, id := range ids {
+		if s.poison[lookupKey(id)] {
+			return true
+		}
+	}
+	return false
 }
 
 // buffer returns an empty buffer from the pool; callers put it back.
