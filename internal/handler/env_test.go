@@ -66,6 +66,8 @@ type env struct {
 	metrics *handler.Metrics
 	// replicas counts handlers started, to name each one's leases.
 	replicas int
+	// poison are the simulator's Options.PoisonSites.
+	poison []string
 }
 
 type option func(*env)
@@ -73,6 +75,10 @@ type option func(*env)
 func withConfig(f func(*handler.Config)) option { return func(e *env) { f(&e.cfg) } }
 func withDLQPrefix(p string) option             { return func(e *env) { e.prefix = p } }
 func withMetrics(m *handler.Metrics) option     { return func(e *env) { e.metrics = m } }
+
+// withPoisonSites makes the simulator refuse any call naming one of ids
+// whole, with 400.
+func withPoisonSites(ids ...string) option { return func(e *env) { e.poison = ids } }
 
 func newEnv(t *testing.T, opts ...option) *env {
 	t.Helper()
@@ -108,7 +114,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 	for i := range knownSites {
 		sites = append(sites, site(i))
 	}
-	sim, err := graphsim.New(graphsim.Options{Sites: sites})
+	sim, err := graphsim.New(graphsim.Options{Sites: sites, PoisonSites: e.poison})
 	if err != nil {
 		t.Fatalf("graphsim: %v", err)
 	}
