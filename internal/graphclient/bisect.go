@@ -31,7 +31,7 @@ func (r *run) attempt(ctx context.Context) error {
 	for len(queue) > 0 {
 		keys := queue[0]
 		queue = queue[1:]
-		err := r.call(ctx, keys)
+		err := r.sendPart(ctx, keys)
 		var re *retryError
 		switch {
 		case err == nil:

@@ -124,9 +124,9 @@ func (r *run) finish(ctx context.Context, err error) {
 	}
 }
 
-// call makes one Graph call (two when the first is answered 401) for keys,
+// sendPart makes one Graph call (two when the first is answered 401) for keys,
 // all open, and settles what the answer decides.
-func (r *run) call(ctx context.Context, keys []string) error {
+func (r *run) sendPart(ctx context.Context, keys []string) error {
 	ids := make([]string, len(keys))
 	for i, k := range keys {
 		ids[i] = r.sites[k].id
