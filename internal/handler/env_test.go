@@ -56,6 +56,7 @@ type env struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	sim     *graphsim.Server
+	poison  []string // the simulator's Options.PoisonSites
 	cfg     handler.Config
 	spec    provision.Spec
 	prefix  string
@@ -66,8 +67,6 @@ type env struct {
 	metrics *handler.Metrics
 	// replicas counts handlers started, to name each one's leases.
 	replicas int
-	// poison are the simulator's Options.PoisonSites.
-	poison []string
 }
 
 type option func(*env)
@@ -75,10 +74,6 @@ type option func(*env)
 func withConfig(f func(*handler.Config)) option { return func(e *env) { f(&e.cfg) } }
 func withDLQPrefix(p string) option             { return func(e *env) { e.prefix = p } }
 func withMetrics(m *handler.Metrics) option     { return func(e *env) { e.metrics = m } }
-
-// withPoisonSites makes the simulator refuse any call naming one of ids
-// whole, with 400.
-func withPoisonSites(ids ...string) option { return func(e *env) { e.poison = ids } }
 
 func newEnv(t *testing.T, opts ...option) *env {
 	t.Helper()
@@ -126,6 +121,10 @@ func newEnv(t *testing.T, opts ...option) *env {
 	e.start()
 	return e
 }
+
+// withPoisonSites makes the simulator refuse any call naming one of ids
+// whole, with 400.
+func withPoisonSites(ids ...string) option { return func(e *env) { e.poison = ids } }
 
 func (e *env) startNATS() {
 	e.t.Helper()
