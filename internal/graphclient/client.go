@@ -46,8 +46,10 @@ type Config struct {
 	// HTTPClient defaults to a client tuned for many concurrent calls to one
 	// host (see NewHTTPClient).
 	HTTPClient *http.Client
-	// MaxAttempts bounds the Graph calls made for one Apply before the
-	// unsettled sites are returned Unresolved. Default 5.
+	// MaxAttempts bounds the rounds of Graph calls made for one Apply
+	// before the unsettled sites are returned Unresolved. A round is one
+	// call for the open sites, or, once a whole-call 400 has split them in
+	// parts (see Apply), one call per part. Default 5.
 	MaxAttempts int
 	// InitialInterval and MaxInterval shape the exponential backoff between
 	// attempts. Defaults 500ms and 30s.
@@ -363,8 +365,13 @@ func (c *Client) SetShare(share, peers float64) {
 func (c *Client) Adopt(pause time.Duration, rate float64) { c.admission.adopt(pause, rate) }
 
 // Apply sends siteIDs for one user and operation in one Graph call (the
-// caller sizes batches; Apply does not chunk), retries what is transient, and
-// returns one SiteResult per input site, in input order. Ids are matched
+// caller sizes batches), retries what is transient, and returns one
+// SiteResult per input site, in input order. A call of several sites that
+// Graph refuses whole with 400 (one malformed id fails them all, unnamed) is
+// split in halves, sent on their own, and so on until each 400 comes back
+// for one site alone, which is Rejected with it; the others proceed. Those
+// calls spend none of MaxAttempts and are at most 2·k·⌈log₂ n⌉ more for k
+// such sites among n, 2n−1 in all when every call is refused. Ids are matched
 // case-insensitively; duplicates are sent once and share a verdict. Apply
 // never returns Applied for a site Graph did not confirm.
 func (c *Client) Apply(ctx context.Context, userID string, op Operation, siteIDs []string, opts ...ApplyOption) []SiteResult {

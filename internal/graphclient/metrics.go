@@ -41,7 +41,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"operation"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sitefollow_graph_retries_total",
-			Help: "Graph followedSites calls repeated in process, by reason.",
+			Help: "Graph followedSites calls repeated in process, by reason (\"split\": a call refused whole with 400, split in two to find the sites behind it).",
 		}, []string{"operation", "reason"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sitefollow_graph_inflight",

@@ -30,6 +30,10 @@ type run struct {
 	sites   map[string]*site // by lower-case id
 	order   []string         // lower-case ids in first-seen order
 	permit  func(ctx context.Context, callTimeout time.Duration) error
+	// parts are the calls the next round makes, each a list of open keys;
+	// nil means one call for every open site. A whole-call 400 splits a
+	// part in two, and the halves stay apart in later rounds.
+	parts [][]string
 }
 
 func newRun(c *Client, userID string, op Operation, siteIDs []string) *run {
@@ -121,13 +125,9 @@ func (r *run) finish(ctx context.Context, err error) {
 	}
 }
 
-// attempt makes one Graph call (two when the first is answered 401) for the
-// sites still open, and settles what the answer decides.
-func (r *run) attempt(ctx context.Context) error {
-	keys := r.pending()
-	if len(keys) == 0 {
-		return nil
-	}
+// sendPart makes one Graph call (two when the first is answered 401) for keys,
+// all open, and settles what the answer decides.
+func (r *run) sendPart(ctx context.Context, keys []string) error {
 	ids := make([]string, len(keys))
 	for i, k := range keys {
 		ids[i] = r.sites[k].id

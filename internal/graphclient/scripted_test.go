@@ -237,7 +237,8 @@ func TestWholeCallAnswers(t *testing.T) {
 		want      want
 		wantCalls int
 	}{
-		{name: "400 rejected", op: Add, answers: []answer{graphErr(400, "invalidRequest")}, want: want{outcome: Rejected, code: "invalidRequest", status: 400, attempts: 1}, wantCalls: 1},
+		// Both sites: the call, then each alone (see TestApplyBisectsWholeCall400).
+		{name: "400 rejected", op: Add, answers: []answer{graphErr(400, "invalidRequest")}, want: want{outcome: Rejected, code: "invalidRequest", status: 400, attempts: 2}, wantCalls: 3},
 		{name: "403 rejected", op: Remove, answers: []answer{graphErr(403, "accessDenied")}, want: want{outcome: Rejected, code: "accessDenied", status: 403}, wantCalls: 1},
 		{name: "403 without body", op: Add, answers: []answer{status(403)}, want: want{outcome: Rejected, code: "httpStatus403", status: 403}, wantCalls: 1},
 		{name: "409 rejected", op: Add, answers: []answer{rawBody(409, "not json")}, want: want{outcome: Rejected, code: "httpStatus409", status: 409}, wantCalls: 1},

@@ -251,6 +251,9 @@ func (r *run) logCall(resp *response, err error) {
 		if resp.tooLong {
 			ev = ev.Bool("answer_too_long", true)
 		}
+		if resp.split {
+			ev = ev.Bool("split", true)
+		}
 		if resp.status >= 400 {
 			ev = ev.Str("error_code", resp.wholeCallError("").Code)
 		}

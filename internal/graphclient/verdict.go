@@ -89,8 +89,16 @@ func (r *run) handle(keys []string, resp *response) error {
 		return r.handleTransient(keys, resp)
 	case s >= 400:
 		// Permanent: 400 malformed, 403 no permission or guest user, 404
-		// unknown user, and the rest of 4xx. Retrying cannot help.
+		// unknown user, and the rest of 4xx. Retrying the same call cannot
+		// help.
 		e := resp.wholeCallError("httpStatus" + strconv.Itoa(s))
+		if s == http.StatusBadRequest && len(keys) > 1 {
+			// The call may be refused for one bad site: see errSplit. The
+			// halves' answers will decide; this one holds only until then.
+			r.setPendingErr(keys, e)
+			resp.split = true
+			return errSplit
+		}
 		for _, k := range keys {
 			r.settle(k, Rejected, e)
 		}

@@ -68,6 +68,7 @@ type response struct {
 	held            int64   // units of Client.answers held until release
 	raw             []byte  // the answer's body, read in place
 	tooLong         bool    // the body was longer than MaxResponseBytes and not read
+	split           bool    // a whole-call 400 made the call split in halves
 	status          int
 	header          http.Header
 	body            string

@@ -12,9 +12,10 @@ import (
 // n matching Graph calls and then expire. Guarded by Server.mu.
 //
 // A call is judged in this order: route (404/400/405), bearer token (401),
-// body (400), Throttle (429), Unavailable (503/504), RateLimit (429),
-// Budget (429 or 503, see Budget), Chaos (429/503, see SetChaos), UnknownUser (404), then each site: OmitSite,
-// FailSite, unknown site, Chaos SiteTransient. Only calls that get as far as
+// body (400: malformed, or naming one of Options.PoisonSites), Throttle
+// (429), Unavailable (503/504), RateLimit (429), Budget (429 or 503, see
+// Budget), Chaos (429/503, see SetChaos), UnknownUser (404), then each site:
+// OmitSite, FailSite, unknown site, Chaos SiteTransient. Only calls that get as far as
 // a check consume the fault behind it.
 type faults struct {
 	throttleN     int

@@ -1,6 +1,7 @@
 package graphsim
 
 import (
+	"cmp"
 	"net/http"
 	"slices"
 	"strconv"
@@ -353,5 +354,55 @@ func TestLatency(t *testing.T) {
 	s.SetLatency(0)
 	if got := c.do(t, s); got.status != http.StatusOK {
 		t.Fatalf("status after SetLatency(0): got %d, want 200", got.status)
+	}
+}
+
+func TestPoisonSites(t *testing.T) {
+	const malformed = "contoso.sharepoint.com,not-a-guid"
+	tests := []struct {
+		name      string
+		op        string
+		ids       []string
+		wantOK    int      // success status; 0 for the whole call refused with 400
+		wantState []string // u1's followed sites afterwards (siteB before)
+	}{
+		{name: "poison alone", op: "add", ids: []string{malformed}, wantState: []string{siteB}},
+		{name: "poison among good sites", op: "add", ids: []string{siteA, malformed, siteB}, wantState: []string{siteB}},
+		{name: "poison matched case-insensitively", op: "add", ids: []string{siteA, strings.ToUpper(malformed)}, wantState: []string{siteB}},
+		{name: "well-formed poison", op: "add", ids: []string{strings.ToUpper(siteUnknown)}, wantState: []string{siteB}},
+		{name: "remove with poison", op: "remove", ids: []string{siteB, malformed}, wantState: []string{siteB}},
+		{name: "good sites only", op: "add", ids: []string{siteA, siteB}, wantOK: http.StatusOK, wantState: []string{siteB, siteA}},
+		{name: "good remove", op: "remove", ids: []string{siteB}, wantOK: http.StatusNoContent},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSim(t, Options{Sites: []string{siteA, siteB}, PoisonSites: []string{malformed, siteUnknown}})
+			s.SetFollowed("u1", siteB)
+			tok := fetchToken(t, s)
+			if tc.wantOK == 0 {
+				// The poison is judged with the body: a throttle waiting
+				// for the next call is left for a call that gets past it.
+				s.Throttle(1, "0")
+			}
+
+			got := call{op: tc.op, user: "u1", ids: tc.ids, token: tok}.do(t, s)
+			want := cmp.Or(tc.wantOK, http.StatusBadRequest)
+			if got.status != want {
+				t.Fatalf("status: got %d, want %d (body %s)", got.status, want, got.body)
+			}
+			if tc.wantOK == 0 {
+				if code := got.wholeError(t).Error.Code; code != "invalidRequest" {
+					t.Errorf("code: got %q, want invalidRequest", code)
+				}
+				if next := (call{op: "add", user: "u1", ids: []string{siteA}, token: tok}).do(t, s); next.status != http.StatusTooManyRequests {
+					t.Errorf("next call: got %d, want the pending 429", next.status)
+				}
+			}
+			wantState := slices.Sorted(slices.Values(tc.wantState))
+			if got := s.Followed("u1"); !slices.Equal(got, wantState) {
+				t.Errorf("Followed: got %q, want %q", got, wantState)
+			}
+		})
 	}
 }

@@ -130,6 +130,9 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	if berr != nil {
 		return &reply{err: &graphError{status: http.StatusBadRequest, code: "invalidRequest", message: berr.Error()}}
 	}
+	if s.poisoned(ids) {
+		return &reply{err: &graphError{status: http.StatusBadRequest, code: "invalidRequest", message: "One of the provided arguments is not acceptable."}}
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -163,6 +166,21 @@ func (s *Server) admittedLocked(op, user string, ids, actions []string, chaos *c
 		return s.applyBetaLocked(user, ids, actions, chaos)
 	}
 	return s.applyLocked(op, user, ids, chaos)
+}
+
+// poisoned reports whether ids name one of Options.PoisonSites. Like a
+// malformed body, a poison id fails the whole call, and Graph's answer does
+// not say which id it was.
+func (s *Server) poisoned(ids []string) bool {
+	if s.poison == nil {
+		return false
+	}
+	for _, id := range ids {
+		if s.poison[lookupKey(id)] {
+			return true
+		}
+	}
+	return false
 }
 
 // buffer returns an empty buffer from the pool; callers put it back.

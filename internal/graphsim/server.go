@@ -41,6 +41,11 @@ type Options struct {
 	Sites []string
 	// AllowAnySite makes every well-formed site id known (benchmarks).
 	AllowAnySite bool
+	// PoisonSites are ids (matched case-insensitively, like Sites) that
+	// Graph cannot parse: any call naming one of them is refused whole with
+	// 400 invalidRequest, the good sites beside it included, and changes
+	// nothing. It is judged with the body, before any throttling.
+	PoisonSites []string
 	// Latency is added to every Graph call (not token calls).
 	Latency time.Duration
 	// RateLimit, if > 0, is a token bucket of RateLimit requests per second
@@ -74,6 +79,10 @@ type Server struct {
 	allowAnySite                     bool
 	limiter                          *rate.Limiter // nil without RateLimit
 	budget                           *budgetState  // nil without Budget; guarded by mu
+
+	// poison holds the canonical keys of Options.PoisonSites; read-only
+	// after New.
+	poison map[string]bool
 
 	graphServer, authServer *http.Server
 	graphURL, authorityURL  string
@@ -141,6 +150,12 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("graphsim new: option Sites: %w", err)
 		}
 		s.sites[site.key()] = true
+	}
+	if len(opts.PoisonSites) > 0 {
+		s.poison = make(map[string]bool, len(opts.PoisonSites))
+		for _, id := range opts.PoisonSites {
+			s.poison[lookupKey(id)] = true
+		}
 	}
 	if err := opts.Budget.validate(); err != nil {
 		return nil, fmt.Errorf("graphsim new: option Budget: %w", err)

@@ -56,6 +56,7 @@ type env struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	sim     *graphsim.Server
+	poison  []string // the simulator's Options.PoisonSites
 	cfg     handler.Config
 	spec    provision.Spec
 	prefix  string
@@ -111,7 +112,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 	for i := range knownSites {
 		sites = append(sites, site(i))
 	}
-	sim, err := graphsim.New(graphsim.Options{Sites: sites})
+	sim, err := graphsim.New(graphsim.Options{Sites: sites, PoisonSites: e.poison})
 	if err != nil {
 		t.Fatalf("graphsim: %v", err)
 	}
@@ -123,6 +124,10 @@ func newEnv(t *testing.T, opts ...option) *env {
 	e.start()
 	return e
 }
+
+// withPoisonSites makes the simulator refuse any call naming one of ids
+// whole, with 400.
+func withPoisonSites(ids ...string) option { return func(e *env) { e.poison = ids } }
 
 func (e *env) startNATS() {
 	e.t.Helper()

@@ -82,6 +82,7 @@ func TestGraphAnswers(t *testing.T) {
 		initial   []string
 		sites     []string
 		setup     func(e *env)
+		poison    []string // ids the simulator refuses calls for whole
 		wantState []string
 		wantDLQ   []string // site ids dead-lettered
 		wantCode  string
@@ -112,10 +113,14 @@ func TestGraphAnswers(t *testing.T) {
 		{name: "unknown user dead-letters every site", action: event.Follow, sites: []string{site(1), site(2)},
 			setup:   func(e *env) { e.sim.UnknownUser("ann@contoso.com") },
 			wantDLQ: []string{site(1), site(2)}},
+		{name: "whole-call 400 dead-letters only the site behind it", action: event.Follow,
+			sites:  []string{site(1), site(2), site(3), site(50), site(4)},
+			poison: []string{site(50)}, wantState: []string{site(1), site(2), site(3), site(4)},
+			wantDLQ: []string{site(50)}, wantCode: "invalidRequest"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t)
+			e := newEnv(t, withPoisonSites(tt.poison...))
 			e.sim.SetFollowed("ann@contoso.com", tt.initial...)
 			if tt.setup != nil {
 				tt.setup(e)
