@@ -63,7 +63,10 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		return err
 	}
 	cred, err := graphclient.NewCredential(graphclient.CredentialConfig{
+		Kind:     cfg.CredentialKind(),
 		TenantID: cfg.TenantID, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		CertificatePath: cfg.ClientCertificatePath, CertificatePassword: cfg.ClientCertificatePassword,
+		SendCertificateChain: cfg.SendCertificateChain, FederatedTokenFile: cfg.FederatedTokenFile,
 		AuthorityHost: cfg.AuthorityHost, HTTPClient: httpClient,
 	})
 	if err != nil {
@@ -99,8 +102,10 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		answerSites *= 2
 	}
 	graph, err := graphclient.New(graphclient.Config{
-		BaseURL:        cfg.GraphURL,
-		API:            graphclient.API(cfg.GraphAPI),
+		BaseURL: cfg.GraphURL,
+		API:     graphclient.API(cfg.GraphAPI),
+		// The cloud's, whatever host SITEFOLLOW_GRAPH_URL names.
+		Scope:          cfg.GraphScope(),
 		UserAgent:      fmt.Sprintf("NONISV|%s|sitefollow/%s", cfg.GraphOrg, version),
 		Credential:     cred,
 		HTTPClient:     httpClient,

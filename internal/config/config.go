@@ -52,6 +52,9 @@ type Config struct {
 	StateBucket           string
 	LeaseTTL              time.Duration
 
+	// Cloud is SITEFOLLOW_CLOUD; GraphURL and AuthorityHost default to its
+	// hosts, and GraphScope is its scope whatever they are.
+	Cloud    string
 	GraphURL string
 	// GraphAPI is "v1" or "beta-followingsites".
 	GraphAPI           string
@@ -69,9 +72,15 @@ type Config struct {
 	// ClientSecret comes only from AZURE_CLIENT_SECRET, so it never appears
 	// in process lists, and it is redacted by String, GoString, MarshalJSON
 	// and the zerolog representation.
-	ClientSecret  string
-	AuthorityHost string
-	CAFile        string
+	ClientSecret string
+	// Credential is SITEFOLLOW_CREDENTIAL; CredentialKind resolves auto.
+	Credential                string
+	ClientCertificatePath     string
+	ClientCertificatePassword string // redacted like ClientSecret
+	SendCertificateChain      bool
+	FederatedTokenFile        string
+	AuthorityHost             string
+	CAFile                    string
 
 	HTTPAddr string
 

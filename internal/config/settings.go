@@ -157,9 +157,13 @@ func table() []spec {
 			"How long a replica's claim on a user outlives the replica: after a crash, that user's requests wait this long for another replica.",
 			func(c *Config) *time.Duration { return &c.LeaseTTL }, between(5*time.Second, time.Hour)),
 
-		str("graph-url", "SITEFOLLOW_GRAPH_URL", "https://graph.microsoft.com",
-			"Microsoft Graph base URL (https; http only for loopback), without a path.",
-			func(c *Config) *string { return &c.GraphURL }, checkGraphURL).normalizeWith(trimSlash).redactWith(redactURLs),
+		str("cloud", "SITEFOLLOW_CLOUD", "global",
+			"Microsoft cloud: global, usgov (L4, GCC High), usgovdod (L5, DoD) or china (21Vianet); sets the Graph host, the Entra authority and the token scope together.",
+			func(c *Config) *string { return &c.Cloud }, oneOf(cloudNames()...)),
+		str("graph-url", "SITEFOLLOW_GRAPH_URL", "",
+			"Microsoft Graph base URL (https; http only for loopback), without a path; empty for the cloud's (https://graph.microsoft.com for global). Changes the host only: the token scope stays the cloud's.",
+			func(c *Config) *string { return &c.GraphURL }, checkGraphURL).normalizeWith(trimSlash).redactWith(redactURLs).
+			whenDefaulted(func(c *Config) { c.GraphURL = c.cloudOf().GraphURL }),
 		str("graph-api", "SITEFOLLOW_GRAPH_API", "v1",
 			"Graph calls to make: v1 (followedSites/add and /remove) or beta-followingsites (the older beta PATCH /beta/users/{id}/followingSites, follows and unfollows in one call; unsupported in production by Microsoft).",
 			func(c *Config) *string { return &c.GraphAPI }, oneOf("v1", "beta-followingsites")),
@@ -194,12 +198,28 @@ func table() []spec {
 		str("client-id", "AZURE_CLIENT_ID", "",
 			"Application (client) ID of the app registration.",
 			func(c *Config) *string { return &c.ClientID }, checkClientID).require(),
+		str("credential", "SITEFOLLOW_CREDENTIAL", CredentialAuto,
+			"Credential kind: auto (a client secret, else a certificate, else a federated token file, else managed identity), secret, certificate, workload or managed.",
+			func(c *Config) *string { return &c.Credential }, oneOf(CredentialAuto, CredentialSecret, CredentialCertificate, CredentialWorkload, CredentialManaged)),
 		str("", "AZURE_CLIENT_SECRET", "",
-			"Client secret of the app registration; environment only, so it stays out of process lists.",
-			func(c *Config) *string { return &c.ClientSecret }, checkSecret).require().hide(),
-		str("authority-host", "AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/",
-			"Microsoft Entra authority host (https).",
-			func(c *Config) *string { return &c.AuthorityHost }, checkAuthority).normalizeWith(addSlash).redactWith(redactURLs),
+			"Client secret of the app registration; environment only, so it stays out of process lists. Required with --credential secret.",
+			func(c *Config) *string { return &c.ClientSecret }, checkNoControl).hide(),
+		str("", "AZURE_CLIENT_CERTIFICATE_PATH", "",
+			"PEM or PKCS#12 file holding the app registration's certificate and its private key, for --credential certificate.",
+			func(c *Config) *string { return &c.ClientCertificatePath }, checkOptionalFile),
+		str("", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "",
+			"Password of AZURE_CLIENT_CERTIFICATE_PATH's private key, if it has one.",
+			func(c *Config) *string { return &c.ClientCertificatePassword }, checkNoControl).hide(),
+		boolean("", "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "false",
+			"Send the certificate chain (x5c) with each certificate assertion, for subject name/issuer authentication.",
+			func(c *Config) *bool { return &c.SendCertificateChain }),
+		str("", "AZURE_FEDERATED_TOKEN_FILE", "",
+			"File holding the federated token of workload identity (AKS injects it), for --credential workload.",
+			func(c *Config) *string { return &c.FederatedTokenFile }, checkOptionalFile),
+		str("authority-host", "AZURE_AUTHORITY_HOST", "",
+			"Microsoft Entra authority host (https); empty for the cloud's (https://login.microsoftonline.com/ for global).",
+			func(c *Config) *string { return &c.AuthorityHost }, checkAuthority).normalizeWith(addSlash).redactWith(redactURLs).
+			whenDefaulted(func(c *Config) { c.AuthorityHost = c.cloudOf().Authority }),
 		str("ca-file", "SITEFOLLOW_CA_FILE", "",
 			"PEM file of extra root certificates trusted for Graph and the authority host.",
 			func(c *Config) *string { return &c.CAFile }, checkCAFile),
@@ -277,7 +297,7 @@ type relation struct {
 }
 
 func relations() []relation {
-	return []relation{
+	return append(append(cloudRelations(), credentialRelations()...), []relation{
 		{"nats-password", func(c *Config, name func(string) string) error {
 			if c.NATSPassword != "" && c.NATSUser == "" {
 				return fmt.Errorf("needs %s", name("nats-user"))
@@ -364,7 +384,7 @@ func relations() []relation {
 			}
 			return nil
 		}},
-	}
+	}...)
 }
 
 // bind makes a spec for a field of type T from its parser, printer and check.

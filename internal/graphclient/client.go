@@ -216,7 +216,7 @@ func New(cfg Config) (*Client, error) {
 		c.httpClient = NewHTTPClient()
 	}
 	scope := orDefault(cfg.Scope, base+"/.default")
-	c.tokens = newTokenCache(cfg.Credential, scope, c.now)
+	c.tokens = newTokenCache(cfg.Credential, scope, c.now, cfg.Metrics.tokenFailed)
 	if cfg.MaxConcurrency == 0 {
 		cfg.MaxConcurrency = DefaultMaxConcurrency
 	}

@@ -18,6 +18,7 @@ type Metrics struct {
 	throttleWait prometheus.Counter
 	paceLimit    prometheus.Gauge
 	concurrent   prometheus.Gauge
+	tokenFails   prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg (when reg
@@ -59,9 +60,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sitefollow_graph_concurrency_limit",
 			Help: "Graph calls allowed in flight at once, as adapted to throttling.",
 		}),
+		tokenFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sitefollow_graph_token_failures_total",
+			Help: "Token requests the credential failed (Entra, the managed identity endpoint or the certificate or token file); the sites waiting for them are redelivered, never dead-lettered.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.sitesPerCall, m.retries, m.inflight, m.throttleWait, m.paceLimit, m.concurrent)
+		reg.MustRegister(m.calls, m.duration, m.sitesPerCall, m.retries, m.inflight, m.throttleWait, m.paceLimit, m.concurrent, m.tokenFails)
 	}
 	return m
 }
@@ -112,4 +117,12 @@ func (m *Metrics) concurrency(n int) {
 		return
 	}
 	m.concurrent.Set(float64(n))
+}
+
+// tokenFailed counts a token the credential could not produce.
+func (m *Metrics) tokenFailed() {
+	if m == nil {
+		return
+	}
+	m.tokenFails.Inc()
 }

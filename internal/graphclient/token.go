@@ -24,6 +24,8 @@ type tokenCache struct {
 	cred  azcore.TokenCredential
 	scope string
 	now   func() time.Time
+	// failed is told of each token the credential could not produce.
+	failed func()
 	// sem serialises acquisition (one request to Entra, not one per
 	// waiting call) while still letting a waiter give up with its context.
 	sem chan struct{}
@@ -33,8 +35,8 @@ type tokenCache struct {
 	refreshAt time.Time
 }
 
-func newTokenCache(cred azcore.TokenCredential, scope string, now func() time.Time) *tokenCache {
-	return &tokenCache{cred: cred, scope: scope, now: now, sem: make(chan struct{}, 1)}
+func newTokenCache(cred azcore.TokenCredential, scope string, now func() time.Time, failed func()) *tokenCache {
+	return &tokenCache{cred: cred, scope: scope, now: now, failed: failed, sem: make(chan struct{}, 1)}
 }
 
 func (t *tokenCache) cached() (string, bool) {
@@ -105,6 +107,9 @@ func (t *tokenCache) refresh(ctx context.Context, rejected, claims string) (stri
 
 func (t *tokenCache) fetch(ctx context.Context, claims string) (string, error) {
 	at, err := t.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{t.scope}, Claims: claims})
+	if err != nil || at.Token == "" {
+		t.failed()
+	}
 	if err != nil {
 		return "", fmt.Errorf("graphclient: get token for %s: %w", t.scope, err)
 	}

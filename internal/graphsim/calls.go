@@ -139,6 +139,15 @@ func (s *Server) TokenScopes() []string {
 	return slices.Clone(s.tokenScopes)
 }
 
+// TokenGrants lists how each token that was issued since the last Reset
+// was asked for (GrantSecret, GrantCertificate, GrantFederated or
+// GrantManaged), in issue order.
+func (s *Server) TokenGrants() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.tokenGrants)
+}
+
 // IssuedTokens lists every access token the token endpoint issued, revoked
 // ones included, in issue order, so that tests can look for them where
 // they must never appear (logs, metrics, dead letters). Reset keeps them.
@@ -157,4 +166,5 @@ func (s *Server) Reset() {
 	s.earlyCalls = 0
 	s.tokenRequests = 0
 	s.tokenScopes = nil
+	s.tokenGrants = nil
 }

@@ -7,6 +7,7 @@ package graphsim
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -29,6 +30,9 @@ const (
 	DefaultClientID      = "sim-client"
 	DefaultClientSecret  = "sim-secret"
 	DefaultTokenLifetime = time.Hour
+	// DefaultIdentityHeader is the secret the managed identity endpoint
+	// wants in X-IDENTITY-HEADER (IDENTITY_HEADER on App Service).
+	DefaultIdentityHeader = "sim-identity-header"
 )
 
 // maxBodyBytes bounds request bodies; real Graph payloads here are tiny.
@@ -61,6 +65,17 @@ type Options struct {
 	// endpoint accepts; defaults DefaultTenantID, DefaultClientID and
 	// DefaultClientSecret.
 	TenantID, ClientID, ClientSecret string
+	// ClientCertificate, when set, is the app's certificate: the token
+	// endpoint accepts client assertions signed by its (RSA) key.
+	ClientCertificate *x509.Certificate
+	// FederatedIssuerKey, when set, is the public key of the identity
+	// provider trusted for federated credentials (workload identity's
+	// service account issuer): the token endpoint accepts, as the client
+	// assertion, tokens it signed for FederatedAudience.
+	FederatedIssuerKey *rsa.PublicKey
+	// IdentityHeader is the secret the managed identity endpoint (see
+	// ManagedIdentityEndpoint) requires; default DefaultIdentityHeader.
+	IdentityHeader string
 	// TokenLifetime is how long issued tokens stay valid (default 1h).
 	TokenLifetime time.Duration
 	// GraphAddr and AuthorityAddr are the loopback host:port the Graph and
@@ -75,6 +90,9 @@ type Options struct {
 // authority listener, both on 127.0.0.1.
 type Server struct {
 	tenantID, clientID, clientSecret string
+	clientCert                       *x509.Certificate
+	federatedKey                     *rsa.PublicKey
+	identityHeader                   string
 	tokenLifetime                    time.Duration
 	allowAnySite                     bool
 	limiter                          *rate.Limiter // nil without RateLimit
@@ -112,6 +130,7 @@ type Server struct {
 	earlyCalls    int
 	tokenRequests int
 	tokenScopes   []string
+	tokenGrants   []string
 	tokens        map[string]time.Time // access token → expiry
 	issued        []string             // every access token issued, revoked or not
 	deadline      time.Time            // app-wide Retry-After deadline announced so far
@@ -127,19 +146,22 @@ type Server struct {
 // HTTP, the authority over TLS with a freshly generated self-signed cert.
 func New(opts Options) (*Server, error) {
 	s := &Server{
-		tenantID:      orDefault(opts.TenantID, DefaultTenantID),
-		clientID:      orDefault(opts.ClientID, DefaultClientID),
-		clientSecret:  orDefault(opts.ClientSecret, DefaultClientSecret),
-		tokenLifetime: opts.TokenLifetime,
-		allowAnySite:  opts.AllowAnySite,
-		latency:       opts.Latency,
-		opLatency:     make(map[string]time.Duration),
-		done:          make(chan struct{}),
-		sites:         make(map[string]bool),
-		ids:           make(map[string]*siteInfo),
-		followed:      make(map[string]map[string]bool),
-		tokens:        make(map[string]time.Time),
-		faults:        newFaults(),
+		tenantID:       orDefault(opts.TenantID, DefaultTenantID),
+		clientID:       orDefault(opts.ClientID, DefaultClientID),
+		clientSecret:   orDefault(opts.ClientSecret, DefaultClientSecret),
+		clientCert:     opts.ClientCertificate,
+		federatedKey:   opts.FederatedIssuerKey,
+		identityHeader: orDefault(opts.IdentityHeader, DefaultIdentityHeader),
+		tokenLifetime:  opts.TokenLifetime,
+		allowAnySite:   opts.AllowAnySite,
+		latency:        opts.Latency,
+		opLatency:      make(map[string]time.Duration),
+		done:           make(chan struct{}),
+		sites:          make(map[string]bool),
+		ids:            make(map[string]*siteInfo),
+		followed:       make(map[string]map[string]bool),
+		tokens:         make(map[string]time.Time),
+		faults:         newFaults(),
 	}
 	if s.tokenLifetime <= 0 {
 		s.tokenLifetime = DefaultTokenLifetime
@@ -328,6 +350,15 @@ func (s *Server) ClientID() string { return s.clientID }
 
 // ClientSecret is the client secret the token endpoint accepts.
 func (s *Server) ClientSecret() string { return s.clientSecret }
+
+// ManagedIdentityEndpoint is the simulated managed identity endpoint, in
+// App Service's shape, for IDENTITY_ENDPOINT; azidentity's managed identity
+// credential asks it when IDENTITY_ENDPOINT and IDENTITY_HEADER are set.
+func (s *Server) ManagedIdentityEndpoint() string { return s.authorityURL + "msi/token" }
+
+// IdentityHeader is the secret the managed identity endpoint requires, for
+// IDENTITY_HEADER.
+func (s *Server) IdentityHeader() string { return s.identityHeader }
 
 // pause waits d unless the request is cancelled or the server closes first.
 func (s *Server) pause(ctx context.Context, d time.Duration) error {

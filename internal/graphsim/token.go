@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -13,6 +14,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -62,6 +65,10 @@ func (s *Server) serveAuthority(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("x-ms-request-id", newGUID())
 	if id := r.Header.Get("client-request-id"); id != "" {
 		w.Header().Set("client-request-id", id)
+	}
+	if r.URL.Path == "/msi/token" {
+		s.serveManagedIdentity(w, r)
+		return
 	}
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	rest := strings.Join(parts[1:], "/")
@@ -118,7 +125,8 @@ func (s *Server) serveOpenIDConfiguration(w http.ResponseWriter) {
 	})
 }
 
-// serveToken implements the client credentials grant with a shared secret.
+// serveToken implements the client credentials grant, with a shared
+// secret or a JWT client assertion (a certificate's, or a federated token).
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant string) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	parseErr := r.ParseForm()
@@ -127,11 +135,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant strin
 	s.mu.Lock()
 	s.tokenRequests++
 	s.tokenScopes = append(s.tokenScopes, scope)
-	failStatus := 0
-	if s.faults.tokenFailN > 0 {
-		s.faults.tokenFailN--
-		failStatus = s.faults.tokenFailStatus
-	}
+	failStatus := s.takeTokenFailure()
 	s.mu.Unlock()
 
 	if !s.checkTenant(w, tenant) {
@@ -139,38 +143,126 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant strin
 	}
 	switch {
 	case failStatus != 0:
-		writeOAuthError(w, failStatus, "temporarily_unavailable",
-			"AADSTS50000: There was an error issuing a token or an issue with our sign-in service. Trace the request with the correlation id.")
+		writeTokenOutage(w, failStatus)
+		return
 	case parseErr != nil:
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "AADSTS900144: cannot parse form body: "+parseErr.Error())
+		return
 	case r.PostForm.Get("grant_type") != "client_credentials":
 		writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type",
 			fmt.Sprintf("AADSTS70003: The app requested an unsupported grant type '%s'.", r.PostForm.Get("grant_type")))
+		return
 	case r.PostForm.Get("client_id") != s.clientID:
 		writeOAuthError(w, http.StatusBadRequest, "unauthorized_client",
 			fmt.Sprintf("AADSTS700016: Application with identifier '%s' was not found in the directory '%s'.", r.PostForm.Get("client_id"), s.tenantID))
-	case r.PostForm.Get("client_secret") != s.clientSecret:
-		writeOAuthError(w, http.StatusUnauthorized, "invalid_client",
-			fmt.Sprintf("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", s.clientID))
+		return
+	}
+	grant, ok := s.authenticateClient(w, r.PostForm)
+	if !ok {
+		return
+	}
+	switch {
 	case scope == "":
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "AADSTS900144: The request body must contain the following parameter: 'scope'.")
 	case !appOnlyScope(scope):
 		writeOAuthError(w, http.StatusBadRequest, "invalid_scope",
 			fmt.Sprintf("AADSTS1002012: The provided value for scope %s is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", scope))
 	default:
-		token := "graphsim." + rand.Text()
-		seconds := int(s.tokenLifetime / time.Second)
-		s.mu.Lock()
-		s.tokens[token] = time.Now().Add(s.tokenLifetime)
-		s.issued = append(s.issued, token)
-		s.mu.Unlock()
-		w.Header().Set("Cache-Control", "no-store, no-cache")
-		writeJSON(w, http.StatusOK, map[string]any{
-			"token_type":     "Bearer",
-			"expires_in":     seconds,
-			"ext_expires_in": seconds,
-			"access_token":   token,
-		})
+		s.issueToken(w, grant, false)
+	}
+}
+
+// takeTokenFailure consumes one injected token failure, if any; s.mu is held.
+func (s *Server) takeTokenFailure() int {
+	if s.faults.tokenFailN <= 0 {
+		return 0
+	}
+	s.faults.tokenFailN--
+	return s.faults.tokenFailStatus
+}
+
+func writeTokenOutage(w http.ResponseWriter, status int) {
+	writeOAuthError(w, status, "temporarily_unavailable",
+		"AADSTS50000: There was an error issuing a token or an issue with our sign-in service. Trace the request with the correlation id.")
+}
+
+// authenticateClient checks the client's proof: client_secret, or a
+// client_assertion of type jwt-bearer. It answers the refusal itself.
+func (s *Server) authenticateClient(w http.ResponseWriter, form url.Values) (string, bool) {
+	assertion := form.Get("client_assertion")
+	if assertion == "" {
+		if form.Get("client_secret") != s.clientSecret {
+			writeOAuthError(w, http.StatusUnauthorized, "invalid_client",
+				fmt.Sprintf("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", s.clientID))
+			return "", false
+		}
+		return GrantSecret, true
+	}
+	if t := form.Get("client_assertion_type"); t != clientAssertionType {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request",
+			fmt.Sprintf("AADSTS700010: client_assertion_type %q is not supported; use %s.", t, clientAssertionType))
+		return "", false
+	}
+	if form.Get("client_secret") != "" {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "AADSTS90014: give a client_secret or a client_assertion, not both.")
+		return "", false
+	}
+	grant, err := s.checkAssertion(assertion, s.clientID, time.Now())
+	if err != nil {
+		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", err.Error())
+		return "", false
+	}
+	return grant, true
+}
+
+// issueToken answers with a new access token; App Service's managed
+// identity shape gives expires_on (Unix seconds, as text) instead of
+// expires_in.
+func (s *Server) issueToken(w http.ResponseWriter, grant string, managed bool) {
+	token := "graphsim." + rand.Text()
+	seconds := int(s.tokenLifetime / time.Second)
+	expires := time.Now().Add(s.tokenLifetime)
+	s.mu.Lock()
+	s.tokens[token] = expires
+	s.issued = append(s.issued, token)
+	s.tokenGrants = append(s.tokenGrants, grant)
+	s.mu.Unlock()
+	w.Header().Set("Cache-Control", "no-store, no-cache")
+	answer := map[string]any{"token_type": "Bearer", "access_token": token}
+	if managed {
+		answer["expires_on"] = strconv.FormatInt(expires.Unix(), 10)
+	} else {
+		answer["expires_in"] = seconds
+		answer["ext_expires_in"] = seconds
+	}
+	writeJSON(w, http.StatusOK, answer)
+}
+
+// serveManagedIdentity answers App Service's managed identity protocol:
+// GET ?api-version=2019-08-01&resource=R[&client_id=C] with the
+// X-IDENTITY-HEADER secret. A client_id other than the sim's is an
+// identity the host does not have.
+func (s *Server) serveManagedIdentity(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.tokenRequests++
+	q := r.URL.Query()
+	s.tokenScopes = append(s.tokenScopes, q.Get("resource"))
+	failStatus := s.takeTokenFailure()
+	s.mu.Unlock()
+	switch {
+	case failStatus != 0:
+		writeTokenOutage(w, failStatus)
+	case r.Method != http.MethodGet:
+		writeOAuthError(w, http.StatusMethodNotAllowed, "invalid_request", "managed identity: only GET")
+	case subtle.ConstantTimeCompare([]byte(r.Header.Get("X-IDENTITY-HEADER")), []byte(s.identityHeader)) != 1:
+		writeOAuthError(w, http.StatusUnauthorized, "invalid_request", "managed identity: missing or wrong X-IDENTITY-HEADER")
+	case q.Get("api-version") == "" || q.Get("resource") == "":
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "managed identity: api-version and resource are required")
+	case q.Get("client_id") != "" && q.Get("client_id") != s.clientID:
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request",
+			fmt.Sprintf("managed identity: no user-assigned identity with client id %q on this host", q.Get("client_id")))
+	default:
+		s.issueToken(w, GrantManaged, true)
 	}
 }
 

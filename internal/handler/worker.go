@@ -184,13 +184,17 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 	t := it.Ticket.Msg
 	h.metrics.site(it.Action, r.Outcome, it.Superseded())
 	notPermitted := r.Err != nil && r.Err.Code == graphclient.CodeNotPermitted
+	// Without a token nothing was sent: the credential is broken (a wrong
+	// certificate, an expired federated token, Entra down) until operators
+	// or Entra mend it, which is no fault of the request.
+	tokenless := r.Err != nil && r.Err.Code == graphclient.CodeTokenUnavailable
 	switch {
 	case r.Outcome == graphclient.Applied:
 		return ledger.Applied
-	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(t) || ctx.Err() != nil || notPermitted):
-		// A call cut short by shutdown, or never sent because the lease
-		// could not be kept, says nothing about the site: leave it to
-		// redelivery even on the last delivery.
+	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(t) || ctx.Err() != nil || notPermitted || tokenless):
+		// A call cut short by shutdown, never sent because the lease could
+		// not be kept, or never sent for want of a token says nothing about
+		// the site: leave it to redelivery even on the last delivery.
 		it.Retry = true
 		if r.Err != nil {
 			t.holdRetryAfter(r.Err.RetryAfter)
