@@ -2,6 +2,7 @@ package graphclient_test
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -86,14 +87,27 @@ func TestCredentialKinds(t *testing.T) {
 	}
 }
 
-// TestCredentialManagedIdentity asks the simulator's managed identity
-// endpoint, which azidentity finds through IDENTITY_ENDPOINT and
-// IDENTITY_HEADER as App Service sets them: azidentity reads those from the
-// process environment itself, so this test cannot run in parallel.
+// TestCredentialManagedIdentity asks the simulator for managed identity
+// tokens the two ways a host offers them: the identity endpoint App Service
+// (and Container Apps, Functions) announces in IDENTITY_ENDPOINT and
+// IDENTITY_HEADER, and IMDS, which VMs, scale sets and AKS nodes answer at
+// a fixed link-local address when no such endpoint is set. azidentity reads
+// those variables from the process environment itself, so this test
+// cannot run in parallel.
 func TestCredentialManagedIdentity(t *testing.T) {
 	sim := testkit.StartSim(t, graphsim.Options{})
-	t.Setenv("IDENTITY_ENDPOINT", sim.ManagedIdentityEndpoint())
-	t.Setenv("IDENTITY_HEADER", sim.IdentityHeader())
+	hosts := []struct {
+		name     string
+		endpoint string // IDENTITY_ENDPOINT; empty for IMDS
+		client   *http.Client
+		// resource differs per host: MSAL keeps managed identity tokens in
+		// one cache per process, by identity and resource, so a second
+		// host asking for the same would be answered from it.
+		resource string
+	}{
+		{"app service endpoint", sim.ManagedIdentityEndpoint(), sim.HTTPClient(), "https://graph.microsoft.com"},
+		{"imds", "", sim.IMDSHTTPClient(), "https://graph.microsoft.us"},
+	}
 	tests := []struct {
 		name     string
 		clientID string
@@ -101,33 +115,46 @@ func TestCredentialManagedIdentity(t *testing.T) {
 	}{
 		{"user-assigned", sim.ClientID(), ""},
 		{"system-assigned", "", ""},
-		{"identity the host does not have", "00000000-0000-0000-0000-00000000dead", "no user-assigned identity"},
+		{"identity the host does not have", "00000000-0000-0000-0000-00000000dead", "identity"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			sim.Reset()
-			cred, err := graphclient.NewCredential(graphclient.CredentialConfig{
-				Kind: graphclient.CredentialManaged, ClientID: tt.clientID,
-				AuthorityHost: sim.AuthorityURL(), HTTPClient: sim.HTTPClient(),
-			})
-			if err != nil {
-				t.Fatalf("NewCredential: %v", err)
+	for _, host := range hosts {
+		t.Run(host.name, func(t *testing.T) {
+			header := ""
+			if host.endpoint != "" {
+				header = sim.IdentityHeader()
 			}
-			tok, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}})
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("GetToken error = %v, want one containing %q", err, tt.wantErr)
-				}
-				return
+			for _, name := range []string{"IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT"} {
+				t.Setenv(name, "")
 			}
-			if err != nil || tok.Token == "" {
-				t.Fatalf("GetToken = %q, %v; want a token", tok.Token, err)
-			}
-			if got := sim.TokenGrants(); !slices.Equal(got, []string{graphsim.GrantManaged}) {
-				t.Errorf("token grants = %v, want [%s]", got, graphsim.GrantManaged)
-			}
-			if got := sim.TokenScopes(); !slices.Equal(got, []string{"https://graph.microsoft.com"}) {
-				t.Errorf("managed identity resources = %v, want the scope's resource", got)
+			t.Setenv("IDENTITY_ENDPOINT", host.endpoint)
+			t.Setenv("IDENTITY_HEADER", header)
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					sim.Reset()
+					cred, err := graphclient.NewCredential(graphclient.CredentialConfig{
+						Kind: graphclient.CredentialManaged, ClientID: tt.clientID,
+						AuthorityHost: sim.AuthorityURL(), HTTPClient: host.client,
+					})
+					if err != nil {
+						t.Fatalf("NewCredential: %v", err)
+					}
+					tok, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{host.resource + "/.default"}})
+					if tt.wantErr != "" {
+						if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+							t.Fatalf("GetToken error = %v, want one containing %q", err, tt.wantErr)
+						}
+						return
+					}
+					if err != nil || tok.Token == "" {
+						t.Fatalf("GetToken = %q, %v; want a token", tok.Token, err)
+					}
+					if got := sim.TokenGrants(); !slices.Equal(got, []string{graphsim.GrantManaged}) {
+						t.Errorf("token grants = %v, want [%s]", got, graphsim.GrantManaged)
+					}
+					if got := sim.TokenScopes(); !slices.Equal(got, []string{host.resource}) {
+						t.Errorf("managed identity resources = %v, want the scope's resource", got)
+					}
+				})
 			}
 		})
 	}

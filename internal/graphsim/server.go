@@ -236,7 +236,7 @@ func New(opts Options) (*Server, error) {
 	s.authorityURL = "https://" + authLn.Addr().String() + "/"
 
 	s.graphServer = &http.Server{
-		Handler:           s.track(http.HandlerFunc(s.serveGraph)),
+		Handler:           s.track(http.HandlerFunc(s.servePlain)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          quietLog(),
 	}
