@@ -191,7 +191,18 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 	switch {
 	case r.Outcome == graphclient.Applied:
 		return ledger.Applied
-	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(t) || ctx.Err() != nil || notPermitted || tokenless):
+	case r.Outcome == graphclient.Rejected && r.Err != nil && r.Err.Code == graphclient.CodeUserNotFound:
+		// Graph cannot see the user yet: a new account, announced by HR
+		// before it is provisioned. Nothing was applied, nothing is in
+		// doubt.
+		w := h.newUser(t, r.Err)
+		if w.delay > 0 {
+			it.Retry = true
+			h.wait(ctx, t, w.delay)
+			return ledger.Settled
+		}
+		return h.deadLetterSite(ctx, userID, it, r.Outcome, w.f)
+	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(ctx, t) || ctx.Err() != nil || notPermitted || tokenless):
 		// A call cut short by shutdown, never sent because the lease could
 		// not be kept, or never sent for want of a token says nothing about
 		// the site: leave it to redelivery even on the last delivery.
@@ -207,9 +218,21 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 			RequestID: r.Err.RequestID, ClientRequestID: r.Err.ClientRequestID}
 	}
 	if r.Outcome == graphclient.Unresolved {
-		f.Message = fmt.Sprintf("gave up after %d deliveries: %s: %s", t.delivered, f.Code, f.Message)
+		if t.rare != nil && t.rare.waits > 0 {
+			f.Message = fmt.Sprintf("gave up after %d deliveries (and %d more spent waiting for the user's new account): %s: %s",
+				uint64(t.delivered)-min(t.rare.waits, uint64(t.delivered)), t.rare.waits, f.Code, f.Message)
+		} else {
+			f.Message = fmt.Sprintf("gave up after %d deliveries: %s: %s", t.delivered, f.Code, f.Message)
+		}
 		f.Code = event.CodeRetriesExhausted
 	}
+	return h.deadLetterSite(ctx, userID, it, r.Outcome, f)
+}
+
+// deadLetterSite stores the dead letter of one site with failure f and
+// says what became of it; outcome is Graph's verdict on the site.
+func (h *Handler) deadLetterSite(ctx context.Context, userID string, it *item, outcome graphclient.Outcome, f event.Failure) ledger.Outcome {
+	t := it.Ticket.Msg
 	// The site's own request, not the whole event again: a dead letter per
 	// rejected site of a large event would otherwise repeat all of it.
 	req := t.request(userID)
@@ -223,7 +246,7 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 		it.Retry = true
 		t.unstored = true
 		h.metrics.deadLetterFailed()
-		if r.Outcome == graphclient.Unresolved {
+		if outcome == graphclient.Unresolved {
 			return ledger.Unknown
 		}
 		return ledger.Settled
