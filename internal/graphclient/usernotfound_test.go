@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sitefollow/sitefollow/internal/graphsim"
 )
 
 // TestUserNotVisibleClassification: a whole call Graph answers as if the
@@ -104,5 +107,44 @@ func TestUserNotVisibleKeepsRequestIDs(t *testing.T) {
 	}
 	if want := "graph answered 404 Request_ResourceNotFound: scripted Request_ResourceNotFound"; e != nil && e.Message != want {
 		t.Errorf("message: got %q, want %q", e.Message, want)
+	}
+}
+
+// TestUserNotVisibleOnEveryAPI: the simulator's not-provisioned answers
+// are userNotFound for v1 and the beta followingSites PATCH alike, and the
+// user's calls go through once it is visible.
+func TestUserNotVisibleOnEveryAPI(t *testing.T) {
+	tests := []struct {
+		name   string
+		api    API
+		answer graphsim.NotProvisioned
+		calls  int // per ApplyMixed: v1 adds, then removes
+	}{
+		{name: "v1 mysite", api: APIV1, answer: graphsim.MysiteNotFound, calls: 2},
+		{name: "v1 being provisioned", api: APIV1, answer: graphsim.BeingProvisioned, calls: 2},
+		{name: "beta mysite", api: APIBetaFollowingSites, answer: graphsim.MysiteNotFound, calls: 1},
+		{name: "beta being provisioned", api: APIBetaFollowingSites, answer: graphsim.BeingProvisioned, calls: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			sim := newSim(t)
+			sim.ProvisionLater("joiner@contoso.com", tt.calls, time.Time{}, tt.answer)
+			c := newSimClient(t, sim, func(cfg *Config) { cfg.API = tt.api })
+			ids := siteIDs(1, 2)
+
+			got := c.ApplyMixed(context.Background(), "joiner@contoso.com", ids[:1], ids[1:])
+			for i, r := range got {
+				if r.Outcome != Rejected || r.Err == nil || r.Err.Code != CodeUserNotFound {
+					t.Errorf("site %d: got %v %+v, want Rejected %s", i, r.Outcome, r.Err, CodeUserNotFound)
+				}
+			}
+			got = c.ApplyMixed(context.Background(), "joiner@contoso.com", ids[:1], ids[1:])
+			for i, r := range got {
+				if r.Outcome != Applied {
+					t.Errorf("site %d once visible: got %v %+v, want Applied", i, r.Outcome, r.Err)
+				}
+			}
+		})
 	}
 }
