@@ -298,16 +298,22 @@ func (h *Handler) settle(t *tracked, retry bool) {
 		h.metrics.settled(true)
 		return
 	}
-	delay := h.redeliveryDelay(uint64(t.delivered), t.retryAfter())
-	if w := t.userWait(); w > 0 {
-		// Waiting for a new user's account: the window's pace, not the
-		// failures' back-off, which the waits' deliveries must not drive.
-		delay = max(w, min(t.retryAfter(), h.cfg.NakMaxDelay))
-	}
+	delay := h.nakFor(t)
 	if err := h.cfg.Conn.Publish(t.reply(), fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())); err != nil {
 		h.log.Warn().Err(err).Uint64("seq", t.seq()).Msg("nak failed; the message will be redelivered after AckWait")
 	}
 	h.metrics.settled(false)
+}
+
+// nakFor is t's NAK delay: redeliveryDelay, or, for a request waiting for
+// a new user's account, the wait newUser chose (the window's pace, not the
+// failures' back-off, which the waits' deliveries must not drive), never
+// shorter than a Retry-After up to NakMaxDelay.
+func (h *Handler) nakFor(t *tracked) time.Duration {
+	if w := t.userWait(); w > 0 {
+		return max(w, min(t.retryAfter(), h.cfg.NakMaxDelay))
+	}
+	return h.redeliveryDelay(uint64(t.delivered), t.retryAfter())
 }
 
 // redeliveryDelay is the NAK delay: the backoff for the delivery count, or
