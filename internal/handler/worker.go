@@ -182,7 +182,16 @@ func (h *Handler) release(ctx context.Context, ls *ledger.Lease) {
 // unknown (no answer from Graph; it is redelivered).
 func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphclient.SiteResult) ledger.Outcome {
 	t := it.Ticket.Msg
-	h.metrics.site(it.Action, r.Outcome, it.Superseded())
+	var newUser userWait
+	outcome := r.Outcome
+	if r.Outcome == graphclient.Rejected && r.Err != nil && r.Err.Code == graphclient.CodeUserNotFound {
+		// Graph cannot see the user yet: a new account, announced by HR
+		// before it is provisioned. A site that waits is not settled.
+		if newUser = h.newUser(t, r.Err); newUser.delay > 0 {
+			outcome = graphclient.Unresolved
+		}
+	}
+	h.metrics.site(it.Action, outcome, it.Superseded())
 	notPermitted := r.Err != nil && r.Err.Code == graphclient.CodeNotPermitted
 	// Without a token nothing was sent: the credential is broken (a wrong
 	// certificate, an expired federated token, Entra down) until operators
@@ -191,17 +200,14 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 	switch {
 	case r.Outcome == graphclient.Applied:
 		return ledger.Applied
-	case r.Outcome == graphclient.Rejected && r.Err != nil && r.Err.Code == graphclient.CodeUserNotFound:
-		// Graph cannot see the user yet: a new account, announced by HR
-		// before it is provisioned. Nothing was applied, nothing is in
-		// doubt.
-		w := h.newUser(t, r.Err)
-		if w.delay > 0 {
-			it.Retry = true
-			h.wait(ctx, t, w.delay)
-			return ledger.Settled
-		}
-		return h.deadLetterSite(ctx, userID, it, r.Outcome, w.f)
+	case newUser.delay > 0:
+		// Nothing was applied, nothing is in doubt: it comes back after
+		// the wait.
+		it.Retry = true
+		h.wait(ctx, t, newUser.delay)
+		return ledger.Settled
+	case newUser.f.Code != "":
+		return h.deadLetterSite(ctx, userID, it, r.Outcome, newUser.f)
 	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(ctx, t) || ctx.Err() != nil || notPermitted || tokenless):
 		// A call cut short by shutdown, never sent because the lease could
 		// not be kept, or never sent for want of a token says nothing about
