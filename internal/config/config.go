@@ -84,23 +84,20 @@ type Config struct {
 
 	HTTPAddr string
 
-	BatchMaxSites  int
-	BatchLinger    time.Duration
-	BatchQuiet     time.Duration
-	EventMaxSites  int
-	EventMaxBytes  int
-	AckWait        time.Duration
-	MaxDeliver     int
-	MaxAckPending  int
-	HeldMemoryMiB  int
-	MemoryLimitMiB int
-	HeldHorizon    time.Duration
-	MaxConcurrency int
-	NakBaseDelay   time.Duration
-	NakMaxDelay    time.Duration
-	// NewUserWindow is how long a request may wait for its user to become
-	// visible to Graph, from its occurredAt (else its publish time); 0
-	// dead-letters a user Graph does not know at once.
+	BatchMaxSites   int
+	BatchLinger     time.Duration
+	BatchQuiet      time.Duration
+	EventMaxSites   int
+	EventMaxBytes   int
+	AckWait         time.Duration
+	MaxDeliver      int
+	MaxAckPending   int
+	HeldMemoryMiB   int
+	MemoryLimitMiB  int
+	HeldHorizon     time.Duration
+	MaxConcurrency  int
+	NakBaseDelay    time.Duration
+	NakMaxDelay     time.Duration
 	NewUserWindow   time.Duration
 	ShutdownTimeout time.Duration
 

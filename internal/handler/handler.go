@@ -78,14 +78,15 @@ type Config struct {
 	BatchLinger   time.Duration
 	// BatchQuiet sends pending batches early once the stream has nothing
 	// undelivered and no request arrived for this long; 0 disables it.
-	BatchQuiet     time.Duration
-	EventMaxSites  int
-	MaxConcurrency int
-	MaxDeliver     int
-	MaxAckPending  int
-	AckWait        time.Duration
-	NakBaseDelay   time.Duration
-	NakMaxDelay    time.Duration
+	BatchQuiet      time.Duration
+	EventMaxSites   int
+	MaxConcurrency  int
+	MaxDeliver      int
+	MaxAckPending   int
+	AckWait         time.Duration
+	NakBaseDelay    time.Duration
+	NakMaxDelay     time.Duration
+	ShutdownTimeout time.Duration
 	// NewUserWindow is how long after a request's occurredAt (else its
 	// publish time) Graph may answer that its user does not exist
 	// (graphclient.CodeUserNotFound) before its sites are dead-lettered as
@@ -95,8 +96,7 @@ type Config struct {
 	// Waits counts the deliveries spent waiting for new users, so they do
 	// not count against MaxDeliver; nil means the Ledger when it counts
 	// them (*ledger.Ledger does). Without one, waits spend deliveries.
-	Waits           WaitCounter
-	ShutdownTimeout time.Duration
+	Waits WaitCounter
 	// PullMaxBytes is how many bytes of messages the client buffers
 	// (jetstream.PullMaxBytes); it must exceed the server's max_payload, or
 	// a message that large would never be delivered. Zero means 16 MiB.
