@@ -194,6 +194,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		AckWait:         cfg.AckWait,
 		NakBaseDelay:    cfg.NakBaseDelay,
 		NakMaxDelay:     cfg.NakMaxDelay,
+		NewUserWindow:   cfg.NewUserWindow,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Pace:            graph.PaceLimit,
 		EventMaxBytes:   cfg.EventMaxBytes,

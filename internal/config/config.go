@@ -98,6 +98,7 @@ type Config struct {
 	MaxConcurrency  int
 	NakBaseDelay    time.Duration
 	NakMaxDelay     time.Duration
+	NewUserWindow   time.Duration
 	ShutdownTimeout time.Duration
 
 	LogLevel  string

@@ -93,6 +93,7 @@ func defaults() Config {
 		MaxConcurrency:        64,
 		NakBaseDelay:          5 * time.Second,
 		NakMaxDelay:           5 * time.Minute,
+		NewUserWindow:         24 * time.Hour,
 		ShutdownTimeout:       25 * time.Second,
 		LogLevel:              "info",
 		LogFormat:             "json",
@@ -265,6 +266,7 @@ func invalid() map[string]string {
 		"max-concurrency":                     "1025",
 		"nak-delay":                           "0",
 		"nak-max-delay":                       "25h",
+		"new-user-window":                     "-1h",
 		"shutdown-timeout":                    "1",
 		"log-level":                           "verbose",
 		"log-format":                          "text",
@@ -353,6 +355,16 @@ func TestLoadErrorMessages(t *testing.T) {
 			name: "nak max below base",
 			args: []string{"--nak-max-delay=1s"},
 			want: `invalid --nak-max-delay 1s: must not be less than --nak-delay (5s)`,
+		},
+		{
+			name: "negative new-user window",
+			args: []string{"--new-user-window=-1h"},
+			want: `invalid --new-user-window -1h0m0s: must be between 0s and 720h0m0s`,
+		},
+		{
+			name: "new-user window not a duration",
+			env:  map[string]string{"SITEFOLLOW_NEW_USER_WINDOW": "a day"},
+			want: `invalid SITEFOLLOW_NEW_USER_WINDOW "a day": time: invalid duration "a day"`,
 		},
 		{
 			name: "dlq stream same as stream",

@@ -19,7 +19,7 @@ const CodeOther = "other"
 var knownCodes = func() map[string]string {
 	codes := []string{
 		// The consumer's own (internal/event).
-		event.CodeInvalidEvent, event.CodeRetriesExhausted, event.CodeUnspecified,
+		event.CodeInvalidEvent, event.CodeRetriesExhausted, event.CodeUserNotFound, event.CodeUnspecified,
 		// internal/graphclient's verdicts Graph did not name.
 		"throttled", "serviceUnavailable", "gatewayTimeout", "networkError", "timeout", "canceled",
 		"unauthenticated", "tokenUnavailable", "unconfirmed", "invalidResponse", "invalidOperation",

@@ -65,6 +65,11 @@ func UserKey(id string) string { return strings.ToLower(id) }
 const (
 	CodeInvalidEvent     = "invalidEvent"
 	CodeRetriesExhausted = "retriesExhausted"
+	// CodeUserNotFound: Graph kept answering as if the user did not exist
+	// (a whole-call 404, resourceBeingProvisioned, "User's mysite not
+	// found") until the request's new-account window
+	// (SITEFOLLOW_NEW_USER_WINDOW) ended.
+	CodeUserNotFound = "userNotFound"
 )
 
 // DeadLetter is one failed (user, action, site), or one invalid event, as

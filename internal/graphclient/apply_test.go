@@ -291,7 +291,7 @@ func TestApplyUnknownUserRejected(t *testing.T) {
 
 	got := c.Apply(context.Background(), "ghost@contoso.com", Add, ids)
 
-	w := want{outcome: Rejected, code: "Request_ResourceNotFound", status: http.StatusNotFound, attempts: 1}
+	w := want{outcome: Rejected, code: CodeUserNotFound, status: http.StatusNotFound, attempts: 1}
 	checkResults(t, ids, got, []want{w, w})
 	if got[0].Err.RequestID == "" {
 		t.Errorf("RequestID empty, want the response's request-id")

@@ -270,13 +270,13 @@ func TestWholeCallAnswers(t *testing.T) {
 }
 
 func TestWholeCallErrorCarriesRequestIDs(t *testing.T) {
-	g := newScriptedGraph(t, graphErr(404, "Request_ResourceNotFound"))
+	g := newScriptedGraph(t, graphErr(403, "accessDenied"))
 	c := newScriptedClient(t, g, &countingCredential{}, nil)
 
 	got := c.Apply(context.Background(), "ghost", Add, []string{siteID(1)})
 
 	e := got[0].Err
-	if e == nil || e.RequestID != "req-1" || e.ClientRequestID != g.requests()[0].header.Get("client-request-id") || e.Message != "scripted Request_ResourceNotFound" {
+	if e == nil || e.RequestID != "req-1" || e.ClientRequestID != g.requests()[0].header.Get("client-request-id") || e.Message != "scripted accessDenied" {
 		t.Errorf("err = %+v, want the answer's request-id, our client-request-id and the message", e)
 	}
 }

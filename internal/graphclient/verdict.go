@@ -77,6 +77,14 @@ func (r *run) handle(keys []string, resp *response) error {
 			fmt.Sprintf("graph's %d answer is longer than the %d bytes allowed", resp.status, r.c.maxAnswer)))
 		return &retryError{reason: reasonInvalid}
 	}
+	if e := resp.userNotVisible(); e != nil {
+		// Not this call's fault but the user's age: the caller decides
+		// whether to wait for the account (see CodeUserNotFound).
+		for _, k := range keys {
+			r.settle(k, Rejected, e)
+		}
+		return nil
+	}
 	switch s := resp.status; {
 	case s == http.StatusNoContent && r.op == Remove:
 		for _, k := range keys {
@@ -88,8 +96,8 @@ func (r *run) handle(keys []string, resp *response) error {
 	case transientStatus(s):
 		return r.handleTransient(keys, resp)
 	case s >= 400:
-		// Permanent: 400 malformed, 403 no permission or guest user, 404
-		// unknown user, and the rest of 4xx. Retrying the same call cannot
+		// Permanent: 400 malformed, 403 no permission or guest user, and
+		// the rest of 4xx (404 is userNotVisible's). Retrying the same call cannot
 		// help.
 		e := resp.wholeCallError("httpStatus" + strconv.Itoa(s))
 		if s == http.StatusBadRequest && len(keys) > 1 {

@@ -147,21 +147,17 @@ func (p *response) siteError(code, msg string) *SiteError {
 // fallback when the body names no code.
 func (p *response) wholeCallError(fallback string) *SiteError {
 	e := p.siteError(fallback, http.StatusText(p.status))
-	var v struct {
-		Error *graphError `json:"error"`
-	}
-	// Unmarshal copies the strings it returns, so reading p.raw in place
-	// keeps nothing of the buffer.
-	if json.Unmarshal(p.raw, &v) != nil || v.Error == nil {
+	g := p.graphError()
+	if g == nil {
 		return e
 	}
-	if v.Error.Code != "" {
-		e.Code = v.Error.Code
+	if g.Code != "" {
+		e.Code = g.Code
 	}
-	if v.Error.Message != "" {
-		e.Message = v.Error.Message
+	if g.Message != "" {
+		e.Message = g.Message
 	}
-	if in := v.Error.InnerError; in != nil {
+	if in := g.InnerError; in != nil {
 		if e.RequestID == "" {
 			e.RequestID = in.RequestID
 		}
@@ -170,6 +166,20 @@ func (p *response) wholeCallError(fallback string) *SiteError {
 		}
 	}
 	return e
+}
+
+// graphError decodes the answer's whole-call error object, nil when the
+// body holds none.
+func (p *response) graphError() *graphError {
+	var v struct {
+		Error *graphError `json:"error"`
+	}
+	// Unmarshal copies the strings it returns, so reading p.raw in place
+	// keeps nothing of the buffer.
+	if json.Unmarshal(p.raw, &v) != nil {
+		return nil
+	}
+	return v.Error
 }
 
 // retryAfter is how long the answer asks the app to pause: the larger of

@@ -14,7 +14,8 @@ import (
 // A call is judged in this order: route (404/400/405), bearer token (401),
 // body (400: malformed, or naming one of Options.PoisonSites), Throttle
 // (429), Unavailable (503/504), RateLimit (429), Budget (429 or 503, see
-// Budget), Chaos (429/503, see SetChaos), UnknownUser (404), then each site:
+// Budget), Chaos (429/503, see SetChaos), UnknownUser (404), ProvisionLater (404 or
+// 400), then each site:
 // OmitSite, FailSite, unknown site, Chaos SiteTransient. Only calls that get as far as
 // a check consume the fault behind it.
 type faults struct {
@@ -27,6 +28,10 @@ type faults struct {
 	failSites    map[string]siteFailure // canonical site id → failure
 	omitSites    map[string]int         // canonical site id → remaining add calls
 	unknownUsers map[string]bool        // lower-case user id
+	// provisioning are users not visible yet (ProvisionLater), and
+	// notProvisioned how many calls each was answered so.
+	provisioning   map[string]provisioning
+	notProvisioned map[string]int
 
 	upperCaseIDs    bool
 	extraErrorEntry bool
@@ -43,9 +48,11 @@ type siteFailure struct {
 
 func newFaults() faults {
 	return faults{
-		failSites:    make(map[string]siteFailure),
-		omitSites:    make(map[string]int),
-		unknownUsers: make(map[string]bool),
+		failSites:      make(map[string]siteFailure),
+		omitSites:      make(map[string]int),
+		unknownUsers:   make(map[string]bool),
+		provisioning:   make(map[string]provisioning),
+		notProvisioned: make(map[string]int),
 	}
 }
 
@@ -167,8 +174,8 @@ func (s *Server) RevokeTokens() {
 }
 
 // ClearFaults drops every pending or standing fault (Throttle, Unavailable,
-// FailSite, OmitSite, UnknownUser, UpperCaseIDs, ExtraErrorEntry,
-// FailTokens). Latency, the rate limit, the budget and announced
+// FailSite, OmitSite, UnknownUser, ProvisionLater, UpperCaseIDs,
+// ExtraErrorEntry, FailTokens). Latency, the rate limit, the budget and announced
 // Retry-After deadlines stay.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()

@@ -162,6 +162,9 @@ func (s *Server) admittedLocked(op, user string, ids, actions []string, chaos *c
 			message:   fmt.Sprintf("Resource '%s' does not exist or one of its queried reference-property objects are not present.", user),
 		}}
 	}
+	if rep := s.provisioningLocked(user, now); rep != nil {
+		return rep
+	}
 	if op == OpFollowingSites {
 		return s.applyBetaLocked(user, ids, actions, chaos)
 	}

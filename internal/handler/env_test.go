@@ -69,6 +69,8 @@ type env struct {
 	replicas int
 	// api is the Graph API the handlers' clients speak; "" for v1.
 	api graphclient.API
+	// wrap, when set, wraps the real client of the replica start runs.
+	wrap func(handler.Graph) handler.Graph
 }
 
 type option func(*env)
@@ -77,6 +79,12 @@ func withConfig(f func(*handler.Config)) option { return func(e *env) { f(&e.cfg
 func withDLQPrefix(p string) option             { return func(e *env) { e.prefix = p } }
 func withMetrics(m *handler.Metrics) option     { return func(e *env) { e.metrics = m } }
 func withAPI(api graphclient.API) option        { return func(e *env) { e.api = api } }
+
+// withGraphWrap makes the replica start runs send its Graph calls through
+// wrap, which gets the real client.
+func withGraphWrap(wrap func(handler.Graph) handler.Graph) option {
+	return func(e *env) { e.wrap = wrap }
+}
 
 func newEnv(t *testing.T, opts ...option) *env {
 	t.Helper()
@@ -169,7 +177,7 @@ func (e *env) restartNATS() {
 // start runs a handler with its own NATS connection, like a replica.
 func (e *env) start() {
 	e.t.Helper()
-	e.startReplica(e.cfg, nil)
+	e.startReplica(e.cfg, e.wrap)
 }
 
 // startReplica runs another handler with cfg, sending its Graph calls

@@ -87,6 +87,16 @@ type Config struct {
 	NakBaseDelay    time.Duration
 	NakMaxDelay     time.Duration
 	ShutdownTimeout time.Duration
+	// NewUserWindow is how long after a request's occurredAt (else its
+	// publish time) Graph may answer that its user does not exist
+	// (graphclient.CodeUserNotFound) before its sites are dead-lettered as
+	// userNotFound; until then the request waits (see newUser). Zero
+	// dead-letters at once.
+	NewUserWindow time.Duration
+	// Waits counts the deliveries spent waiting for new users, so they do
+	// not count against MaxDeliver; nil means the Ledger when it counts
+	// them (*ledger.Ledger does). Without one, waits spend deliveries.
+	Waits WaitCounter
 	// PullMaxBytes is how many bytes of messages the client buffers
 	// (jetstream.PullMaxBytes); it must exceed the server's max_payload, or
 	// a message that large would never be delivered. Zero means 16 MiB.
@@ -159,6 +169,9 @@ func New(cfg Config, graph Graph, dlq DeadLetters, led Ledger, log zerolog.Logge
 	}
 	if cfg.HeldHorizon <= 0 {
 		cfg.HeldHorizon = cfg.AckWait / 2
+	}
+	if w, ok := led.(WaitCounter); ok && cfg.Waits == nil {
+		cfg.Waits = w
 	}
 	if cfg.LeaseHold <= 0 {
 		cfg.LeaseHold = min(max(5*cfg.BatchLinger, 2*time.Second), 20*time.Second)
@@ -285,11 +298,22 @@ func (h *Handler) settle(t *tracked, retry bool) {
 		h.metrics.settled(true)
 		return
 	}
-	delay := h.redeliveryDelay(uint64(t.delivered), t.retryAfter())
+	delay := h.nakFor(t)
 	if err := h.cfg.Conn.Publish(t.reply(), fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())); err != nil {
 		h.log.Warn().Err(err).Uint64("seq", t.seq()).Msg("nak failed; the message will be redelivered after AckWait")
 	}
 	h.metrics.settled(false)
+}
+
+// nakFor is t's NAK delay: redeliveryDelay, or, for a request waiting for
+// a new user's account, the wait newUser chose (the window's pace, not the
+// failures' back-off, which the waits' deliveries must not drive), never
+// shorter than a Retry-After up to NakMaxDelay.
+func (h *Handler) nakFor(t *tracked) time.Duration {
+	if w := t.userWait(); w > 0 {
+		return max(w, min(t.retryAfter(), h.cfg.NakMaxDelay))
+	}
+	return h.redeliveryDelay(uint64(t.delivered), t.retryAfter())
 }
 
 // redeliveryDelay is the NAK delay: the backoff for the delivery count, or
@@ -324,11 +348,20 @@ func (h *Handler) strandedHorizon() time.Duration {
 }
 
 // lastDelivery reports whether t has had every delivery SITEFOLLOW_MAX_DELIVER
-// allows. The limit is applied here, not by JetStream (the consumer's own
-// MaxDeliver is unlimited): a request whose dead letter cannot be stored
-// must stay redeliverable, never be left in the stream undelivered.
-func (h *Handler) lastDelivery(t *tracked) bool {
-	return h.cfg.MaxDeliver > 0 && uint64(t.delivered) >= uint64(h.cfg.MaxDeliver)
+// allows, not counting those spent waiting for a new user's account (read
+// from Waits only when the delivery count alone would say so). The limit
+// is applied here, not by JetStream (the consumer's own MaxDeliver is
+// unlimited): a request whose dead letter cannot be stored must stay
+// redeliverable, never be left in the stream undelivered.
+func (h *Handler) lastDelivery(ctx context.Context, t *tracked) bool {
+	if h.cfg.MaxDeliver <= 0 || uint64(t.delivered) < uint64(h.cfg.MaxDeliver) {
+		return false
+	}
+	waits, ok := h.waits(ctx, t)
+	if !ok {
+		return false
+	}
+	return uint64(t.delivered)-min(waits, uint64(t.delivered)) >= uint64(h.cfg.MaxDeliver)
 }
 
 // errConsumerGone classifies consume errors after which the subscription

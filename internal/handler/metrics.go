@@ -26,6 +26,7 @@ type Metrics struct {
 	leases       *prometheus.CounterVec
 	dlqFailures  prometheus.Counter
 	strandedG    prometheus.Gauge
+	userWaits    prometheus.Counter
 
 	// stranded are the requests (by stream sequence) whose latest dead
 	// letter could not be stored, with when that was last seen; strandedN
@@ -82,8 +83,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "sitefollow_stranded_requests",
 		Help: "Requests whose dead letter could not be stored at their latest delivery: kept for redelivery, never acknowledged, until one is.",
 	})
+	m.userWaits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sitefollow_user_not_found_waits_total",
+		Help: "Request deliveries NAKed to wait for a new user's account, which Graph answered as not found within SITEFOLLOW_NEW_USER_WINDOW.",
+	})
 	m.stranded = make(map[uint64]time.Time)
-	reg.MustRegister(m.dlqFailures, m.strandedG)
+	reg.MustRegister(m.dlqFailures, m.strandedG, m.userWaits)
 	reg.MustRegister(m.events, m.sites, m.deadLetters, m.messages, m.pendingSites, m.inFlight, m.heldMessages, m.heldLimit, m.leases)
 	for a, action := range []event.Action{event.Follow, event.Unfollow} {
 		for o, outcome := range []string{"superseded", "applied", "rejected", "unresolved"} {
@@ -214,5 +219,12 @@ func (m *Metrics) Stranded() int {
 func (m *Metrics) deadLetterFailed() {
 	if m != nil {
 		m.dlqFailures.Inc()
+	}
+}
+
+// userWaited counts a delivery NAKed to wait for a new user's account.
+func (m *Metrics) userWaited() {
+	if m != nil {
+		m.userWaits.Inc()
 	}
 }

@@ -70,6 +70,15 @@ type rare struct {
 	// replays is the request's Sitefollow-Replay-Count: how many times
 	// `consumer dlq replay` republished it, for its dead letters.
 	replays uint32
+	// userWait is how long the request waits for its user's account to
+	// become visible to Graph (see Handler.newUser), 0 when it does not
+	// wait; waitCounted says this delivery was counted as a wait.
+	userWait    time.Duration
+	waitCounted bool
+	// waitsRead says waits holds the request's count of deliveries spent
+	// waiting, read once per delivery (see Handler.waits).
+	waitsRead bool
+	waits     uint64
 }
 
 // origin is where a message came from, shared by every message of one
@@ -120,6 +129,8 @@ func (t *tracked) keepReply(o *origin, r string, delivered, consumerSeq uint64, 
 		}
 	}
 	t.delivered = uint16(min(delivered, math.MaxUint16))
+	// The publish time still starts a new user's window.
+	t.stamp = max(stamp, 0)
 	t.setRare().reply = r
 }
 
@@ -179,6 +190,15 @@ func (t *tracked) cost() int { return heldCost(int(t.sites)) }
 
 // retryAfter is notBefore as a duration.
 func (t *tracked) retryAfter() time.Duration { return time.Duration(t.notBefore) * time.Millisecond }
+
+// userWait is how long the message waits for its user's account, 0 when
+// it does not.
+func (t *tracked) userWait() time.Duration {
+	if t.rare == nil {
+		return 0
+	}
+	return t.rare.userWait
+}
 
 // holdRetryAfter raises notBefore to d.
 func (t *tracked) holdRetryAfter(d time.Duration) {

@@ -182,7 +182,16 @@ func (h *Handler) release(ctx context.Context, ls *ledger.Lease) {
 // unknown (no answer from Graph; it is redelivered).
 func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphclient.SiteResult) ledger.Outcome {
 	t := it.Ticket.Msg
-	h.metrics.site(it.Action, r.Outcome, it.Superseded())
+	var newUser userWait
+	outcome := r.Outcome
+	if r.Outcome == graphclient.Rejected && r.Err != nil && r.Err.Code == graphclient.CodeUserNotFound {
+		// Graph cannot see the user yet: a new account, announced by HR
+		// before it is provisioned. A site that waits is not settled.
+		if newUser = h.newUser(t, r.Err); newUser.delay > 0 {
+			outcome = graphclient.Unresolved
+		}
+	}
+	h.metrics.site(it.Action, outcome, it.Superseded())
 	notPermitted := r.Err != nil && r.Err.Code == graphclient.CodeNotPermitted
 	// Without a token nothing was sent: the credential is broken (a wrong
 	// certificate, an expired federated token, Entra down) until operators
@@ -191,7 +200,15 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 	switch {
 	case r.Outcome == graphclient.Applied:
 		return ledger.Applied
-	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(t) || ctx.Err() != nil || notPermitted || tokenless):
+	case newUser.delay > 0:
+		// Nothing was applied, nothing is in doubt: it comes back after
+		// the wait.
+		it.Retry = true
+		h.wait(ctx, t, newUser.delay)
+		return ledger.Settled
+	case newUser.f.Code != "":
+		return h.deadLetterSite(ctx, userID, it, r.Outcome, newUser.f)
+	case r.Outcome == graphclient.Unresolved && (!h.lastDelivery(ctx, t) || ctx.Err() != nil || notPermitted || tokenless):
 		// A call cut short by shutdown, never sent because the lease could
 		// not be kept, or never sent for want of a token says nothing about
 		// the site: leave it to redelivery even on the last delivery.
@@ -207,9 +224,21 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 			RequestID: r.Err.RequestID, ClientRequestID: r.Err.ClientRequestID}
 	}
 	if r.Outcome == graphclient.Unresolved {
-		f.Message = fmt.Sprintf("gave up after %d deliveries: %s: %s", t.delivered, f.Code, f.Message)
+		if t.rare != nil && t.rare.waits > 0 {
+			f.Message = fmt.Sprintf("gave up after %d deliveries (and %d more spent waiting for the user's new account): %s: %s",
+				uint64(t.delivered)-min(t.rare.waits, uint64(t.delivered)), t.rare.waits, f.Code, f.Message)
+		} else {
+			f.Message = fmt.Sprintf("gave up after %d deliveries: %s: %s", t.delivered, f.Code, f.Message)
+		}
 		f.Code = event.CodeRetriesExhausted
 	}
+	return h.deadLetterSite(ctx, userID, it, r.Outcome, f)
+}
+
+// deadLetterSite stores the dead letter of one site with failure f and
+// says what became of it; outcome is Graph's verdict on the site.
+func (h *Handler) deadLetterSite(ctx context.Context, userID string, it *item, outcome graphclient.Outcome, f event.Failure) ledger.Outcome {
+	t := it.Ticket.Msg
 	// The site's own request, not the whole event again: a dead letter per
 	// rejected site of a large event would otherwise repeat all of it.
 	req := t.request(userID)
@@ -223,7 +252,7 @@ func (h *Handler) resolve(ctx context.Context, userID string, it *item, r graphc
 		it.Retry = true
 		t.unstored = true
 		h.metrics.deadLetterFailed()
-		if r.Outcome == graphclient.Unresolved {
+		if outcome == graphclient.Unresolved {
 			return ledger.Unknown
 		}
 		return ledger.Settled
