@@ -127,11 +127,13 @@ type Handler struct {
 	// graphSlots bounds the batches in Graph calls at once.
 	graphSlots chan struct{}
 	graph      Graph
-	dlq        DeadLetters
-	ledger     Ledger
-	log        zerolog.Logger
-	metrics    *Metrics
-	decoder    event.Decoder
+	// sites resolves site URLs; nil when graph does not.
+	sites   SiteResolver
+	dlq     DeadLetters
+	ledger  Ledger
+	log     zerolog.Logger
+	metrics *Metrics
+	decoder event.Decoder
 	// start is when the handler was made: ticks count from it.
 	start time.Time
 	// turns counts the loop's turns and visits the aggregator's (see
@@ -163,8 +165,12 @@ func New(cfg Config, graph Graph, dlq DeadLetters, led Ledger, log zerolog.Logge
 	if cfg.LeaseHold <= 0 {
 		cfg.LeaseHold = min(max(5*cfg.BatchLinger, 2*time.Second), 20*time.Second)
 	}
-	return &Handler{cfg: cfg, start: cfg.Now(), graph: graph, dlq: dlq, ledger: led, log: log, metrics: metrics,
+	h := &Handler{cfg: cfg, start: cfg.Now(), graph: graph, dlq: dlq, ledger: led, log: log, metrics: metrics,
 		decoder: event.Decoder{MaxSites: cfg.EventMaxSites}, graphSlots: make(chan struct{}, max(cfg.MaxConcurrency, 1))}
+	if r, ok := graph.(SiteResolver); ok {
+		h.sites = r
+	}
+	return h
 }
 
 // tick is the unit of tracked.progress: coarse enough that 32 bits last
@@ -194,6 +200,11 @@ type delivery struct {
 	userID string
 	action event.Action
 	sites  []string
+	// urls are the request's site URLs not resolved yet, for the resolver
+	// stage; the loop never sees any.
+	urls []string
+	// verdict, set by the resolver stage, settles the message at once.
+	verdict verdict
 	// pending is the stream's undelivered count as the message left it.
 	pending uint64
 }
@@ -247,8 +258,10 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	sub, err := h.subscribe(ctx, open, inbox, in)
+	resolver := h.startResolver(ctx, inbox)
+	sub, err := h.subscribe(ctx, open, inbox, in, resolver)
 	if err != nil {
+		resolver.stop()
 		if ctx.Err() != nil {
 			return nil // stopped before it started: nothing held, nothing lost
 		}
@@ -260,6 +273,9 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 	// Callbacks waiting for a slot must finish for the subscription to drain.
 	in.close()
 	sub.stop()
+	// After the subscription, so no callback still submits; before the
+	// final flush, which then finds what the stage held in the inbox.
+	resolver.stop()
 	l.shutdown(workCtx, cancelWork)
 	return runErr
 }
