@@ -44,13 +44,18 @@ func TestResolveSite(t *testing.T) {
 		known   string // the URL the sim knows, as given to it
 		resolve string // the URL resolved
 		// wantURL is the URL the sim saw asked (its key: lower-case host,
-		// unescaped path); wantPath the Graph path's form.
+		// unescaped path).
 		wantURL string
+		// alias, when set, is another spelling of the URL, resolved after
+		// it from the cache.
+		alias string
 	}{
 		{name: "site path", known: finance, resolve: finance, wantURL: finance},
 		{name: "root site", known: root, resolve: root, wantURL: root},
 		{name: "root site with slash", known: root, resolve: root + "/", wantURL: root},
-		{name: "host case and trailing slash", known: finance, resolve: "https://CONTOSO.SharePoint.com/sites/Finance/", wantURL: finance},
+		{name: "host case and trailing slash", known: finance, resolve: "https://CONTOSO.SharePoint.com/sites/Finance/", wantURL: finance,
+			alias: finance},
+		{name: "alias hits the cache", known: finance, resolve: finance, wantURL: finance, alias: "https://Contoso.SHAREPOINT.com/sites/Finance//"},
 		{name: "escaped space", known: "https://contoso.sharepoint.com/sites/My Site", resolve: "https://contoso.sharepoint.com/sites/My%20Site",
 			wantURL: "https://contoso.sharepoint.com/sites/My Site"},
 		{name: "non-ASCII as given", known: "https://contoso.sharepoint.com/sites/Förderung", resolve: "https://contoso.sharepoint.com/sites/Förderung",
@@ -90,6 +95,11 @@ func TestResolveSite(t *testing.T) {
 			}
 			if cached, ok := c.CachedSite(tt.resolve); !ok || cached != id {
 				t.Errorf("CachedSite = %q, %t; want %q, true", cached, ok, id)
+			}
+			if tt.alias != "" {
+				if again, err := c.ResolveSite(context.Background(), tt.alias); err != nil || again != id {
+					t.Errorf("ResolveSite(%q) = %q, %v; want %q", tt.alias, again, err, id)
+				}
 			}
 			if n := len(siteGets(sim)); n != 1 {
 				t.Errorf("getSite calls after a cache hit = %d, want still 1", n)
