@@ -3,7 +3,9 @@
 // then ack.
 //
 // Data flow: the Consume callback decodes a message and hands it to the
-// loop goroutine, never blocking on I/O. The loop owns the batch.Aggregator
+// loop goroutine, never blocking on I/O; a request naming sites by URL that
+// are not cached goes through the resolver stage first (resolve.go), so the
+// loop only ever sees site ids. The loop owns the batch.Aggregator
 // and all acknowledgements; it starts at most twice MaxConcurrency workers,
 // each running one user's batch (ledger, Graph, dead letters), and gets the
 // batch back on a channel. At most MaxConcurrency of them are in Graph calls

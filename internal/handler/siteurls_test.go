@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/sitefollow/sitefollow/internal/event"
 	"github.com/sitefollow/sitefollow/internal/graphsim"
@@ -182,6 +183,31 @@ func TestSiteURLTransientFailure(t *testing.T) {
 				t.Fatalf("dead letters: got %+v, want one %s naming %s after 3 deliveries", letters, tt.wantCode, hrURL)
 			}
 		})
+	}
+}
+
+// TestShutdownNAKsWhatTheResolverHolds: a request whose URL is being
+// resolved when the handler stops is NAKed, not acknowledged or
+// dead-lettered, and applied by the next handler.
+func TestShutdownNAKsWhatTheResolverHolds(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withSiteURLs(urlSites()))
+	e.sim.SetOpLatency(graphsim.OpGetSite, time.Hour)
+	e.sendURLs("ivy@contoso.com", event.Follow, nil, []string{financeURL})
+	// A call in flight has no Op yet; this GET is the only call.
+	e.eventually("the site GET to be in flight", func() bool { return e.sim.CallCount() == 1 })
+	e.stop()
+	if n := e.streamMsgs(stream); n != 1 {
+		t.Fatalf("requests in the stream after stopping: got %d, want 1 (not acknowledged)", n)
+	}
+	if letters := e.deadLetters(); len(letters) != 0 {
+		t.Fatalf("dead letters: got %+v, want none", letters)
+	}
+	e.sim.SetOpLatency(graphsim.OpGetSite, 0)
+	e.start()
+	e.settled()
+	if got, want := e.followed("ivy@contoso.com"), sorted(site(1)); !slices.Equal(got, want) {
+		t.Errorf("followed %v, want %v", got, want)
 	}
 }
 
