@@ -28,6 +28,8 @@ request so that sending the same request twice is dropped as a duplicate
 within the request stream's duplicate window), and the stream's
 acknowledgement is printed. Several sites may follow one --follow or
 --unfollow (--follow S1 S2), or the flag may repeat (--follow S1 --follow S2).
+A site is a site id (hostname,siteGuid,webGuid) or a site URL
+(https://contoso.sharepoint.com/sites/Finance), which goes in siteUrls.
 Only the NATS settings are read; no Azure ones are needed.
 
 flags:
@@ -41,8 +43,8 @@ func sendCommand(ctx context.Context, args []string, getenv func(string) string,
 	fs.Usage = func() {}
 	user := fs.String("user", "", "the `USER`: an Entra object id or a user principal name (required)")
 	var follow, unfollow siteList
-	fs.Var(&follow, "follow", "`SITE` id to follow; more may follow the flag, or repeat it")
-	fs.Var(&unfollow, "unfollow", "`SITE` id to unfollow; more may follow the flag, or repeat it")
+	fs.Var(&follow, "follow", "`SITE` id or URL to follow; more may follow the flag, or repeat it")
+	fs.Var(&unfollow, "unfollow", "`SITE` id or URL to unfollow; more may follow the flag, or repeat it")
 	source := fs.String("source", "app", "the producing system: the subject's last token (letters, digits, - and _)")
 	id := fs.String("id", "", "the request's `ID` and Nats-Msg-Id (default derived from the request's content)")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on connecting and on waiting for the stream's acknowledgement")
@@ -102,7 +104,7 @@ func sendCommand(ctx context.Context, args []string, getenv func(string) string,
 		return nil
 	}
 	fmt.Fprintf(stdout, "published %s %s for %s: stream %s sequence %d (subject %s, Nats-Msg-Id %s)\n",
-		req.Action, siteCount(len(req.SiteIDs)), req.UserID, ack.Stream, ack.Sequence, subject, msgID)
+		req.Action, siteCount(len(req.SiteIDs)+len(req.SiteURLs)), req.UserID, ack.Stream, ack.Sequence, subject, msgID)
 	return nil
 }
 
@@ -133,7 +135,16 @@ func sendRequest(user string, follow, unfollow siteList, source, id string) (eve
 	if err := errors.Join(errs...); err != nil {
 		return event.Request{}, "", "", err
 	}
-	return event.Request{UserID: user, Action: action, SiteIDs: sites, ID: id, Source: source}, subject, id, nil
+	req := event.Request{UserID: user, Action: action, ID: id, Source: source}
+	for _, site := range sites {
+		// A site id holds no "/", so anything that starts like a URL is one.
+		if strings.HasPrefix(strings.ToLower(site), "http") && strings.Contains(site, "://") {
+			req.SiteURLs = append(req.SiteURLs, site)
+			continue
+		}
+		req.SiteIDs = append(req.SiteIDs, site)
+	}
+	return req, subject, id, nil
 }
 
 // headerSafe refuses what cannot travel in a NATS header value: a

@@ -120,9 +120,11 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 		Pacing: graphclient.Pacing{
 			MaxRate: cfg.GraphMaxRPS, Budget: cfg.GraphBudget.Units, Window: cfg.GraphBudget.Window, CallCost: cfg.GraphCallCost,
 		},
-		Throttled: share.Throttled,
-		Logger:    log.With().Str("component", "graph").Logger(),
-		Metrics:   graphclient.NewMetrics(reg),
+		Throttled:        share.Throttled,
+		SiteURLCacheTTL:  cfg.SiteURLCacheTTL,
+		SiteURLCacheSize: cfg.SiteURLCacheSize,
+		Logger:           log.With().Str("component", "graph").Logger(),
+		Metrics:          graphclient.NewMetrics(reg),
 	})
 	if err != nil {
 		return err

@@ -66,6 +66,10 @@ type Config struct {
 	GraphBudget        Budget
 	GraphCallCost      float64
 	BudgetSubject      string
+	// SiteURLCacheTTL and SiteURLCacheSize bound the cache of site ids by
+	// site URL (graphclient.Client.ResolveSite).
+	SiteURLCacheTTL  time.Duration
+	SiteURLCacheSize int
 
 	TenantID string
 	ClientID string

@@ -24,6 +24,8 @@ const (
 	HeaderUser   = "Sitefollow-User-Id"
 	HeaderAction = "Sitefollow-Action"
 	HeaderSite   = "Sitefollow-Site-Id"
+	// HeaderSiteURL names the site URL of a siteNotFound dead letter.
+	HeaderSiteURL = "Sitefollow-Site-Url"
 )
 
 // Publisher publishes dead letters to JetStream.
@@ -54,8 +56,11 @@ var (
 // sequences from 1 gives its messages new ids.
 func MsgID(d event.DeadLetter) string {
 	site := "event"
-	if d.SiteID != "" {
+	switch {
+	case d.SiteID != "":
 		site = event.SiteKey(d.SiteID)
+	case d.SiteURL != "":
+		site = event.SiteURLKey(d.SiteURL)
 	}
 	created := "0"
 	if !d.Origin.StreamCreated.IsZero() {
@@ -93,6 +98,9 @@ func (p *Publisher) Publish(ctx context.Context, d event.DeadLetter) error {
 	}
 	if d.SiteID != "" {
 		msg.Header.Set(HeaderSite, HeaderValue(d.SiteID))
+	}
+	if d.SiteURL != "" {
+		msg.Header.Set(HeaderSiteURL, HeaderValue(d.SiteURL))
 	}
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(MsgID(d)))
 	if errors.Is(err, jetstream.ErrNoStreamResponse) && p.recreate != nil {

@@ -12,7 +12,7 @@ import (
 // Filter selects all.
 type Filter struct {
 	// Code, User and Site match the record's error code, userId and
-	// siteId, ignoring case (Graph and Entra do).
+	// siteId (or siteUrl), ignoring case (Graph and Entra do).
 	Code, User, Site string
 	// After keeps records stored at or after it; Before those stored
 	// before it.
@@ -40,7 +40,7 @@ func (f Filter) Match(r Record) bool {
 	d := r.Letter
 	return (f.Code == "" || strings.EqualFold(f.Code, d.Error.Code)) &&
 		(f.User == "" || strings.EqualFold(f.User, d.UserID)) &&
-		(f.Site == "" || strings.EqualFold(f.Site, d.SiteID))
+		(f.Site == "" || strings.EqualFold(f.Site, d.SiteID) || strings.EqualFold(f.Site, d.SiteURL))
 }
 
 // ParseSeqRange parses "A-B" (A = B allowed) or a single "A" into

@@ -19,11 +19,11 @@ const CodeOther = "other"
 var knownCodes = func() map[string]string {
 	codes := []string{
 		// The consumer's own (internal/event).
-		event.CodeInvalidEvent, event.CodeRetriesExhausted, event.CodeUserNotFound, event.CodeUnspecified,
+		event.CodeInvalidEvent, event.CodeRetriesExhausted, event.CodeUserNotFound, event.CodeUnspecified, event.CodeSiteNotFound,
 		// internal/graphclient's verdicts Graph did not name.
 		"throttled", "serviceUnavailable", "gatewayTimeout", "networkError", "timeout", "canceled",
 		"unauthenticated", "tokenUnavailable", "unconfirmed", "invalidResponse", "invalidOperation",
-		"invalidUserId", "notPermitted",
+		"invalidUserId", "notPermitted", "invalidSiteUrl",
 		// Graph's documented error codes.
 		"accessDenied", "activityLimitReached", "generalException", "invalidRange", "invalidRequest",
 		"itemNotFound", "malwareDetected", "nameAlreadyExists", "notAllowed", "notSupported",

@@ -67,10 +67,15 @@ var ErrNotReplayable = errors.New("dead letter cannot be replayed")
 // occurredAt and source when it carried them. It validates as a follow
 // request, or the error wraps ErrNotReplayable.
 func ReplayRequest(d event.DeadLetter) (event.Request, error) {
-	if d.SiteID == "" || d.Error.Code == event.CodeInvalidEvent {
+	if d.SiteID == "" && d.SiteURL == "" || d.Error.Code == event.CodeInvalidEvent {
 		return event.Request{}, fmt.Errorf("%w: %s concerns the whole event, not one site", ErrNotReplayable, event.CodeInvalidEvent)
 	}
 	req := event.Request{UserID: d.UserID, Action: d.Action, SiteIDs: []string{d.SiteID}}
+	if d.SiteID == "" {
+		// A site URL that did not resolve (siteNotFound): replayed by URL,
+		// once the site exists or the producer's URL is fixed.
+		req.SiteIDs, req.SiteURLs = nil, []string{d.SiteURL}
+	}
 	if len(d.Event) > 0 {
 		if orig, err := (event.Decoder{}).Decode(d.Event); err == nil {
 			req.ID, req.OccurredAt, req.Source = orig.ID, orig.OccurredAt, orig.Source
@@ -106,7 +111,7 @@ func PlanReplay(recs []Record, maxReplays int, force bool) Plan {
 		switch {
 		case r.Err != nil:
 			p.Unreplayable = append(p.Unreplayable, r)
-		case r.Letter.Error.Code == event.CodeInvalidEvent || r.Letter.SiteID == "":
+		case r.Letter.Error.Code == event.CodeInvalidEvent || r.Letter.SiteID == "" && r.Letter.SiteURL == "":
 			p.Invalid = append(p.Invalid, r)
 		case r.Letter.Replays >= maxReplays && !force:
 			p.Capped = append(p.Capped, r)

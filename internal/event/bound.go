@@ -67,7 +67,18 @@ func (d *DeadLetter) SetPayloadPrefix(prefix []byte, total int) {
 // site does not repeat every other site (Narrowed says so; the origin
 // still locates the full event). Republished, it replays that one site.
 func NarrowedEvent(r Request, site string) json.RawMessage {
-	r.SiteIDs = []string{site}
+	r.SiteIDs, r.SiteURLs = []string{site}, nil
+	return marshalNarrowed(r)
+}
+
+// NarrowedURLEvent is r as a request for the site at url alone, as
+// NarrowedEvent is for a site id: what a siteNotFound dead letter carries.
+func NarrowedURLEvent(r Request, url string) json.RawMessage {
+	r.SiteIDs, r.SiteURLs = nil, []string{url}
+	return marshalNarrowed(r)
+}
+
+func marshalNarrowed(r Request) json.RawMessage {
 	data, err := json.Marshal(r)
 	if err != nil {
 		// Strings and a slice of strings always marshal.
@@ -96,6 +107,7 @@ func (d DeadLetter) Fit(limit int) DeadLetter {
 	}{
 		{"userId", &d.UserID, MaxTextBytes},
 		{"siteId", &d.SiteID, MaxTextBytes},
+		{"siteUrl", &d.SiteURL, MaxSiteURLLen * utf8.UTFMax},
 		{"error.code", &d.Error.Code, MaxTextBytes},
 		{"error.message", &d.Error.Message, MaxMessageBytes},
 		{"error.requestId", &d.Error.RequestID, MaxTextBytes},

@@ -42,6 +42,7 @@ type deadLetterWire struct {
 	UserID     *string         `json:"userId"`
 	Action     Action          `json:"action"`
 	SiteID     string          `json:"siteId"`
+	SiteURL    string          `json:"siteUrl"`
 	Error      *failureWire    `json:"error"`
 	Attempts   *int            `json:"attempts"`
 	DeadAt     *time.Time      `json:"deadAt"`
@@ -106,9 +107,10 @@ func decodeDeadLetter(data []byte) (DeadLetter, error) {
 		return DeadLetter{}, missing("origin.subject")
 	}
 	d := DeadLetter{
-		UserID: *w.UserID,
-		Action: w.Action,
-		SiteID: w.SiteID,
+		UserID:  *w.UserID,
+		Action:  w.Action,
+		SiteID:  w.SiteID,
+		SiteURL: w.SiteURL,
 		Error: Failure{
 			Code:            w.Error.Code,
 			Message:         *w.Error.Message,

@@ -26,9 +26,11 @@ type Decoder struct {
 // JSON Schema validator. Where a key repeats, the last value wins, again as
 // in a JSON Schema validator. A null optional field counts as absent.
 //
-// Site ids repeated within one event (compared with SiteKey) carry one
-// intent, so they are kept once, at their first position, rather than
-// refused.
+// An event names its sites by id (siteIds), by URL (siteUrls), or both; at
+// least one of the two must be present, and each present one non-empty.
+// Site ids repeated within one event (compared with SiteKey), and site URLs
+// (compared with SiteURLKey), carry one intent, so they are kept once, at
+// their first position, rather than refused.
 //
 // Decode scans the payload by hand rather than through encoding/json's
 // reflection: it is several times faster on the consumer's hot path and
@@ -55,8 +57,18 @@ func (d Decoder) Decode(data []byte) (Request, error) {
 	if req.Action, err = action(f.action); err != nil {
 		return Request{}, err
 	}
-	if req.SiteIDs, err = siteIDs(f.siteIDs, maxSites); err != nil {
-		return Request{}, err
+	if f.siteIDs == nil && f.siteURLs == nil {
+		return Request{}, &InvalidError{Field: "siteIds", Reason: "is required unless siteUrls names the sites"}
+	}
+	if f.siteIDs != nil {
+		if req.SiteIDs, err = siteIDs(f.siteIDs, maxSites); err != nil {
+			return Request{}, err
+		}
+	}
+	if f.siteURLs != nil {
+		if req.SiteURLs, err = siteURLs(f.siteURLs); err != nil {
+			return Request{}, err
+		}
 	}
 	if req.ID, _, err = optionalString(f.id, "id", maxIDLen); err != nil {
 		return Request{}, err
@@ -130,9 +142,6 @@ func optionalString(raw []byte, field string, maxLen int) (string, bool, error) 
 // siteIDs decodes and validates the siteIds array and drops repeats.
 func siteIDs(raw []byte, maxSites int) ([]string, error) {
 	const field = "siteIds"
-	if raw == nil {
-		return nil, &InvalidError{Field: field, Reason: "is required"}
-	}
 	if raw[0] != '[' {
 		return nil, &InvalidError{Field: field, Reason: "must be an array of site ids, got " + kind(raw)}
 	}

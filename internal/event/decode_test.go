@@ -387,12 +387,23 @@ func FuzzDecode(f *testing.F) {
 			s, _ := m[k].(string)
 			return s
 		}
-		var ids []string
-		for _, id := range m["siteIds"].([]any) {
-			ids = append(ids, id.(string))
+		strs := func(k string) []string {
+			list, _ := m[k].([]any)
+			var out []string
+			for _, v := range list {
+				out = append(out, v.(string))
+			}
+			return out
+		}
+		var ids, urls []string
+		if list := strs("siteIds"); list != nil {
+			ids = dedupe(list)
+		}
+		if list := strs("siteUrls"); list != nil {
+			urls = dedupeURLs(list)
 		}
 		want := Request{
-			UserID: str("userId"), Action: Action(str("action")), SiteIDs: dedupe(ids),
+			UserID: str("userId"), Action: Action(str("action")), SiteIDs: ids, SiteURLs: urls,
 			ID: str("id"), Source: str("source"), OccurredAt: str("occurredAt"),
 		}
 		if !reflect.DeepEqual(req, want) {

@@ -23,11 +23,14 @@ const (
 const DefaultMaxSites = 100
 
 // Request is one follow/unfollow request: one user, one action, one or more
-// sites. Unknown JSON fields are ignored for forward compatibility.
+// sites, named by id, by URL, or both. Unknown JSON fields are ignored for forward compatibility.
 type Request struct {
-	UserID     string   `json:"userId"`
-	Action     Action   `json:"action"`
-	SiteIDs    []string `json:"siteIds"`
+	UserID  string   `json:"userId"`
+	Action  Action   `json:"action"`
+	SiteIDs []string `json:"siteIds,omitempty"`
+	// SiteURLs names sites by URL, https://host[/server-relative path];
+	// the consumer resolves them to ids before batching.
+	SiteURLs   []string `json:"siteUrls,omitempty"`
 	ID         string   `json:"id,omitempty"`
 	OccurredAt string   `json:"occurredAt,omitempty"`
 	Source     string   `json:"source,omitempty"`
@@ -75,9 +78,12 @@ const (
 // DeadLetter is one failed (user, action, site), or one invalid event, as
 // published to the dead-letter subject. It carries enough to fix and replay.
 type DeadLetter struct {
-	UserID   string    `json:"userId"`
-	Action   Action    `json:"action,omitempty"`
-	SiteID   string    `json:"siteId,omitempty"`
+	UserID string `json:"userId"`
+	Action Action `json:"action,omitempty"`
+	SiteID string `json:"siteId,omitempty"`
+	// SiteURL is the site URL the dead letter is about, when the request
+	// named the site by URL and it could not be resolved (siteNotFound).
+	SiteURL  string    `json:"siteUrl,omitempty"`
 	Error    Failure   `json:"error"`
 	Attempts int       `json:"attempts"`
 	DeadAt   time.Time `json:"deadAt"`

@@ -14,7 +14,7 @@ const maxDepth = 10000
 // rawFields holds the raw JSON values of the fields Decode knows; nil means
 // the field is absent.
 type rawFields struct {
-	userID, action, siteIDs, id, source, occurredAt []byte
+	userID, action, siteIDs, siteURLs, id, source, occurredAt []byte
 }
 
 func (f *rawFields) set(key string, value []byte) {
@@ -25,6 +25,8 @@ func (f *rawFields) set(key string, value []byte) {
 		f.action = value
 	case "siteIds":
 		f.siteIDs = value
+	case "siteUrls":
+		f.siteURLs = value
 	case "id":
 		f.id = value
 	case "source":

@@ -228,7 +228,7 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 
 // TestFieldRulesMatchSchema compares Decode with the schema on many
 // generated near-miss values of the fields whose rules are hand-written
-// (userId, siteIds, occurredAt), where drift would hide best. The generator
+// (userId, siteIds, siteUrls, occurredAt), where drift would hide best. The generator
 // is seeded, so a failure reproduces.
 func TestFieldRulesMatchSchema(t *testing.T) {
 	sch := compileSchema(t, requestSchema)
@@ -253,6 +253,9 @@ func TestFieldRulesMatchSchema(t *testing.T) {
 	localTokens := []string{"a", "Z0", ".", "-", "_", "'", "!", "^", "~", "..", "+", "$"}
 	domainTokens := []string{"contoso", ".", ".com", "-", "x-", "-y", "0", "_", strings.Repeat("d", 62), strings.Repeat("e", 63)}
 	hostTokens := []string{"contoso", ".", "sharepoint", ".com", "-", "x-", "-y", "_", "0", strings.Repeat("d", 63), strings.Repeat("e", 64), "é", "/"}
+	schemeTokens := []string{"https://", "https://", "http://", "HTTPS://", "https:/", ""}
+	pathTokens := []string{"/", "/", "sites", "Finance", ".", "..", "/.", "/..", "%2e", "%2E", "%2F", "%20", "%zz", "%", "%4",
+		" ", "?", "#", "\\", "é", "\u00a0", ":443", "@", "\x7f", "\t", "A-b_c~", "//", "'", "+", "\u2028"}
 	tests := []struct {
 		field    string
 		generate func() any
@@ -266,6 +269,15 @@ func TestFieldRulesMatchSchema(t *testing.T) {
 			return []string{pick(hostTokens, 1+rng.IntN(5)) + "," + guid + "," + strings.ToUpper(guid)}
 		}},
 		{"siteIds", func() any { return []string{mutate(testSite1, "aAgG0-,. _")} }},
+		{"siteUrls", func() any {
+			return []string{pick(schemeTokens, 1) + pick(hostTokens, 1+rng.IntN(4)) + pick(pathTokens, rng.IntN(7))}
+		}},
+		{"siteUrls", func() any {
+			return []string{mutate("https://contoso.sharepoint.com/sites/Fin%C3%A4nce/", "aZ0-./%:@?#\\ \t2eEé")}
+		}},
+		{"siteUrls", func() any {
+			return []string{"https://contoso.sharepoint.com/sites/" + strings.Repeat("é", 980+rng.IntN(20))}
+		}},
 		{"occurredAt", func() any { return mutate("2024-02-29T23:59:59.5+05:30", "0123456789TtZz:+-. ") }},
 		{"occurredAt", func() any { return mutate("2023-12-31T23:59:59Z", "01234569TZ:+-") }},
 	}

@@ -91,6 +91,12 @@ type Config struct {
 	// API selects the Graph calls: APIV1 (the default) or
 	// APIBetaFollowingSites.
 	API API
+	// SiteURLCacheTTL is how long ResolveSite remembers a URL's site id
+	// (a 404 for NotFoundTTL of it at most); SiteURLCacheSize how many
+	// URLs it remembers. Defaults DefaultSiteURLCacheTTL and
+	// DefaultSiteURLCacheSize.
+	SiteURLCacheTTL  time.Duration
+	SiteURLCacheSize int
 }
 
 // Defaults applied by New.
@@ -147,7 +153,9 @@ type Client struct {
 	// together never hold more than MaxResponseMemory however long the
 	// answers Graph, or whoever answers, sends.
 	answers *semaphore.Weighted
-	bufs    sync.Pool // *[]byte for reading answers, each of capacity at most maxAnswer+1
+	// sites caches ResolveSite's answers.
+	sites *siteCache
+	bufs  sync.Pool // *[]byte for reading answers, each of capacity at most maxAnswer+1
 }
 
 // New validates cfg and returns a Client.
@@ -164,8 +172,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	if cfg.MaxAttempts < 0 || cfg.InitialInterval < 0 || cfg.MaxInterval < 0 || cfg.MaxRetryAfter < 0 || cfg.RequestTimeout < 0 ||
-		cfg.MaxResponseBytes < 0 || cfg.MaxResponseMemory < 0 {
-		return nil, errors.New("graphclient: new: attempts, intervals, timeouts and answer bounds must not be negative")
+		cfg.MaxResponseBytes < 0 || cfg.MaxResponseMemory < 0 || cfg.SiteURLCacheTTL < 0 || cfg.SiteURLCacheSize < 0 {
+		return nil, errors.New("graphclient: new: attempts, intervals, timeouts, answer and cache bounds must not be negative")
 	}
 	c := &Client{
 		baseURL:        base,
@@ -196,6 +204,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.maxAttempts == 0 {
 		c.maxAttempts = DefaultMaxAttempts
+	}
+	if c.sites, err = newSiteCache(cfg.SiteURLCacheSize, cfg.SiteURLCacheTTL, c.now); err != nil {
+		return nil, err
 	}
 	if c.initial == 0 {
 		c.initial = DefaultInitialInterval

@@ -19,6 +19,7 @@ type Metrics struct {
 	paceLimit    prometheus.Gauge
 	concurrent   prometheus.Gauge
 	tokenFails   prometheus.Counter
+	resolutions  *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (when reg
@@ -28,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sitefollow_graph_calls_total",
-			Help: "Graph followedSites HTTP calls, by operation and HTTP status (\"error\" when no status arrived, \"canceled\" when the caller gave up).",
+			Help: "Graph HTTP calls (followedSites, and getSite resolving site URLs), by operation and HTTP status (\"error\" when no status arrived, \"canceled\" when the caller gave up).",
 		}, []string{"operation", "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sitefollow_graph_call_duration_seconds",
@@ -64,9 +65,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sitefollow_graph_token_failures_total",
 			Help: "Token requests the credential failed (Entra, the managed identity endpoint or the certificate or token file); the sites waiting for them are redelivered, never dead-lettered.",
 		}),
+		resolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sitefollow_site_url_resolutions_total",
+			Help: "Site URLs resolved to site ids, by result: hit (cached id, no Graph call), miss (resolved by a Graph GET), notFound (404, from Graph or cached), error (transient or other failure).",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.sitesPerCall, m.retries, m.inflight, m.throttleWait, m.paceLimit, m.concurrent, m.tokenFails)
+		reg.MustRegister(m.calls, m.duration, m.sitesPerCall, m.retries, m.inflight, m.throttleWait, m.paceLimit, m.concurrent, m.tokenFails, m.resolutions)
 	}
 	return m
 }
@@ -125,4 +130,12 @@ func (m *Metrics) tokenFailed() {
 		return
 	}
 	m.tokenFails.Inc()
+}
+
+// resolved counts one site URL resolution by result.
+func (m *Metrics) resolved(result string) {
+	if m == nil {
+		return
+	}
+	m.resolutions.WithLabelValues(result).Inc()
 }

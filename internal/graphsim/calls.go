@@ -10,7 +10,10 @@ type Call struct {
 	At      time.Time // when the request arrived
 	UserID  string    // as it appeared in the path (unescaped)
 	Op      string    // "add", "remove" or "followingSites" (beta PATCH); empty for an unknown route
-	SiteIDs []string  // ids in the request body
+	SiteIDs []string  // ids in the request body; for a getSite call, the id answered
+	// SiteURL is, for a getSite call (Op OpGetSite), the URL asked about:
+	// https://, the hostname in lower case and the unescaped path.
+	SiteURL string
 	// Actions holds, for a followingSites call, each SiteIDs entry's
 	// "@oneDrive.action" ("follow" or "unfollow"); nil for other calls.
 	Actions         []string
@@ -34,7 +37,7 @@ type Call struct {
 
 // callResult is what a Graph call's handling learnt and answered.
 type callResult struct {
-	op, user            string
+	op, user, siteURL   string
 	ids, actions        []string
 	status              int
 	retryAfter          time.Duration
@@ -74,6 +77,7 @@ func (s *Server) finishCall(c *Call, r callResult) {
 	c.Op = r.op
 	c.UserID = r.user
 	c.SiteIDs = r.ids
+	c.SiteURL = r.siteURL
 	c.Actions = r.actions
 	c.Status = r.status
 	c.RetryAfter = r.retryAfter

@@ -64,8 +64,8 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.latency = d
 }
 
-// SetOpLatency adds d to every later call of one operation ("add" or
-// "remove"), on top of SetLatency; 0 removes it. Tests use it to hold one
+// SetOpLatency adds d to every later call of one operation ("add",
+// "remove", OpFollowingSites or OpGetSite), on top of SetLatency; 0 removes it. Tests use it to hold one
 // call of a batch in flight while another has already been answered.
 func (s *Server) SetOpLatency(op string, d time.Duration) {
 	s.mu.Lock()

@@ -41,6 +41,10 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 			s.serveFollowedList(w, r, user)
 			return
 		}
+		if key, ok := siteRoute(r.URL); ok {
+			s.serveSite(w, r, key)
+			return
+		}
 	}
 	call := s.beginCall(time.Now(), r.Header.Get(headerClientRequestID), r.UserAgent())
 	var req graphRequest

@@ -21,6 +21,7 @@ const (
 type reply struct {
 	code   int      // status for non-error answers
 	value  [][]byte // entries of a {"value":[...]} body, each rendered JSON; nil: no body
+	object []byte   // a whole JSON body (a site resource), when value is nil
 	err    *graphError
 	header http.Header
 
@@ -210,6 +211,8 @@ func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) 
 			return fmt.Errorf("graphsim encode answer: %w", err)
 		}
 		buf.Write(b)
+	case rep.object != nil:
+		buf.Write(rep.object)
 	case rep.value != nil:
 		// What json.Marshal writes for {"value":[...]} with these entries.
 		buf.WriteString(`{"value":[`)

@@ -45,6 +45,11 @@ type Options struct {
 	Sites []string
 	// AllowAnySite makes every well-formed site id known (benchmarks).
 	AllowAnySite bool
+	// SiteURLs maps site URLs (https://host/path, the path as given or
+	// escaped; hostname case-insensitive, a trailing "/" ignored) to the
+	// site ids GET /v1.0/sites/{hostname}:/{path} answers with; those sites
+	// are known too. Any other URL is answered 404 itemNotFound.
+	SiteURLs map[string]string
 	// PoisonSites are ids (matched case-insensitively, like Sites) that
 	// Graph cannot parse: any call naming one of them is refused whole with
 	// 400 invalidRequest, the good sites beside it included, and changes
@@ -123,6 +128,7 @@ type Server struct {
 	active   int            // in-flight handlers, observable by tests
 
 	sites    map[string]bool            // canonical site id → known
+	siteURLs map[string]string          // siteURLKey → site id
 	ids      map[string]*siteInfo       // raw site id → what it parses to; bounded by maxCachedIDs
 	followed map[string]map[string]bool // lower-case user → canonical site ids
 
@@ -158,6 +164,7 @@ func New(opts Options) (*Server, error) {
 		opLatency:      make(map[string]time.Duration),
 		done:           make(chan struct{}),
 		sites:          make(map[string]bool),
+		siteURLs:       make(map[string]string),
 		ids:            make(map[string]*siteInfo),
 		followed:       make(map[string]map[string]bool),
 		tokens:         make(map[string]time.Time),
@@ -171,6 +178,18 @@ func New(opts Options) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("graphsim new: option Sites: %w", err)
 		}
+		s.sites[site.key()] = true
+	}
+	for raw, id := range opts.SiteURLs {
+		key, err := parseSiteURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("graphsim new: option SiteURLs: %w", err)
+		}
+		site, err := parseSiteID(id)
+		if err != nil {
+			return nil, fmt.Errorf("graphsim new: option SiteURLs: %w", err)
+		}
+		s.siteURLs[key] = id
 		s.sites[site.key()] = true
 	}
 	if len(opts.PoisonSites) > 0 {

@@ -49,20 +49,22 @@ var unknownSite = site(999)
 // env is one test's world: an embedded JetStream server, the Graph
 // simulator, and a running handler wired exactly as in production.
 type env struct {
-	t       *testing.T
-	ns      *server.Server
-	dir     string
-	port    int
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	sim     *graphsim.Server
-	poison  []string // the simulator's Options.PoisonSites
-	cfg     handler.Config
-	spec    provision.Spec
-	prefix  string
-	current *replica
-	logSink io.Writer
-	graph   handler.Graph
+	t      *testing.T
+	ns     *server.Server
+	dir    string
+	port   int
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	sim    *graphsim.Server
+	poison []string // the simulator's Options.PoisonSites
+	// siteURLs is the simulator's Options.SiteURLs.
+	siteURLs map[string]string
+	cfg      handler.Config
+	spec     provision.Spec
+	prefix   string
+	current  *replica
+	logSink  io.Writer
+	graph    handler.Graph
 	// metrics, when set, are the handlers' metrics.
 	metrics *handler.Metrics
 	// replicas counts handlers started, to name each one's leases.
@@ -120,7 +122,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 	for i := range knownSites {
 		sites = append(sites, site(i))
 	}
-	sim, err := graphsim.New(graphsim.Options{Sites: sites, PoisonSites: e.poison})
+	sim, err := graphsim.New(graphsim.Options{Sites: sites, PoisonSites: e.poison, SiteURLs: e.siteURLs})
 	if err != nil {
 		t.Fatalf("graphsim: %v", err)
 	}
@@ -136,6 +138,9 @@ func newEnv(t *testing.T, opts ...option) *env {
 // withPoisonSites makes the simulator refuse any call naming one of ids
 // whole, with 400.
 func withPoisonSites(ids ...string) option { return func(e *env) { e.poison = ids } }
+
+// withSiteURLs makes the simulator resolve urls (URL → site id).
+func withSiteURLs(urls map[string]string) option { return func(e *env) { e.siteURLs = urls } }
 
 func (e *env) startNATS() {
 	e.t.Helper()

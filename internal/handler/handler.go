@@ -3,7 +3,9 @@
 // then ack.
 //
 // Data flow: the Consume callback decodes a message and hands it to the
-// loop goroutine, never blocking on I/O. The loop owns the batch.Aggregator
+// loop goroutine, never blocking on I/O; a request naming sites by URL that
+// are not cached goes through the resolver stage first (resolve.go), so the
+// loop only ever sees site ids. The loop owns the batch.Aggregator
 // and all acknowledgements; it starts at most twice MaxConcurrency workers,
 // each running one user's batch (ledger, Graph, dead letters), and gets the
 // batch back on a channel. At most MaxConcurrency of them are in Graph calls
@@ -137,11 +139,13 @@ type Handler struct {
 	// graphSlots bounds the batches in Graph calls at once.
 	graphSlots chan struct{}
 	graph      Graph
-	dlq        DeadLetters
-	ledger     Ledger
-	log        zerolog.Logger
-	metrics    *Metrics
-	decoder    event.Decoder
+	// sites resolves site URLs; nil when graph does not.
+	sites   SiteResolver
+	dlq     DeadLetters
+	ledger  Ledger
+	log     zerolog.Logger
+	metrics *Metrics
+	decoder event.Decoder
 	// start is when the handler was made: ticks count from it.
 	start time.Time
 	// turns counts the loop's turns and visits the aggregator's (see
@@ -176,8 +180,12 @@ func New(cfg Config, graph Graph, dlq DeadLetters, led Ledger, log zerolog.Logge
 	if cfg.LeaseHold <= 0 {
 		cfg.LeaseHold = min(max(5*cfg.BatchLinger, 2*time.Second), 20*time.Second)
 	}
-	return &Handler{cfg: cfg, start: cfg.Now(), graph: graph, dlq: dlq, ledger: led, log: log, metrics: metrics,
+	h := &Handler{cfg: cfg, start: cfg.Now(), graph: graph, dlq: dlq, ledger: led, log: log, metrics: metrics,
 		decoder: event.Decoder{MaxSites: cfg.EventMaxSites}, graphSlots: make(chan struct{}, max(cfg.MaxConcurrency, 1))}
+	if r, ok := graph.(SiteResolver); ok {
+		h.sites = r
+	}
+	return h
 }
 
 // tick is the unit of tracked.progress: coarse enough that 32 bits last
@@ -207,6 +215,11 @@ type delivery struct {
 	userID string
 	action event.Action
 	sites  []string
+	// urls are the request's site URLs not resolved yet, for the resolver
+	// stage; the loop never sees any.
+	urls []string
+	// verdict, set by the resolver stage, settles the message at once.
+	verdict verdict
 	// pending is the stream's undelivered count as the message left it.
 	pending uint64
 }
@@ -260,8 +273,10 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	sub, err := h.subscribe(ctx, open, inbox, in)
+	resolver := h.startResolver(ctx, inbox)
+	sub, err := h.subscribe(ctx, open, inbox, in, resolver)
 	if err != nil {
+		resolver.stop()
 		if ctx.Err() != nil {
 			return nil // stopped before it started: nothing held, nothing lost
 		}
@@ -273,6 +288,9 @@ func (h *Handler) Run(ctx context.Context, open OpenConsumer) error {
 	// Callbacks waiting for a slot must finish for the subscription to drain.
 	in.close()
 	sub.stop()
+	// After the subscription, so no callback still submits; before the
+	// final flush, which then finds what the stage held in the inbox.
+	resolver.stop()
 	l.shutdown(workCtx, cancelWork)
 	return runErr
 }

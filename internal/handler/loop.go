@@ -183,6 +183,12 @@ func (l *loop) accept(d delivery, now time.Time) {
 		return
 	}
 	h.metrics.event(true)
+	if d.verdict == settleNak || d.verdict == settleAck {
+		// Decided by the resolver stage: nothing of it to send.
+		l.release(t)
+		h.settle(t, d.verdict == settleNak)
+		return
+	}
 	if id := l.agg.Put(&t.ticket, d.userID, d.action, d.sites, now); id != d.userID {
 		t.setRare().user = d.userID
 	}

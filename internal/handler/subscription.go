@@ -22,12 +22,14 @@ type subscription struct {
 	open   OpenConsumer
 	inbox  *mailbox
 	intake *intake
-	errs   chan error
-	cc     jetstream.ConsumeContext
+	// resolver takes deliveries with site URLs not cached.
+	resolver *resolveStage
+	errs     chan error
+	cc       jetstream.ConsumeContext
 }
 
-func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox *mailbox, in *intake) (*subscription, error) {
-	s := &subscription{h: h, open: open, inbox: inbox, intake: in, errs: make(chan error, 16)}
+func (h *Handler) subscribe(ctx context.Context, open OpenConsumer, inbox *mailbox, in *intake, resolver *resolveStage) (*subscription, error) {
+	s := &subscription{h: h, open: open, inbox: inbox, intake: in, resolver: resolver, errs: make(chan error, 16)}
 	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
@@ -62,7 +64,9 @@ func (s *subscription) start(ctx context.Context) error {
 }
 
 // receive is the Consume callback: decode, then hand over. It never does
-// I/O; it waits only while this process holds all it should (see intake).
+// I/O; it waits only while this process holds all it should (see intake),
+// or while the resolver stage is full (a request with site URLs not
+// cached goes there rather than to the loop).
 //
 // Of the message it keeps only what settling it needs: a valid request's
 // payload is dropped once decoded, an invalid one's cut to what its dead
@@ -98,12 +102,17 @@ func (s *subscription) receive(msg jetstream.Msg, epoch time.Time) {
 		t.setRare().bad, payload = bad, len(bad.payload)
 	} else {
 		d.sites, d.action, d.userID = req.SiteIDs, req.Action, req.UserID
+		if len(req.SiteURLs) > 0 {
+			// Cached URLs become ids here (memory only); the rest go to the
+			// resolver stage, which does the I/O this callback must not.
+			d.sites, d.urls = s.h.cachedSites(req.SiteIDs, req.SiteURLs)
+		}
 		o.source = req.Source
 		if req.ID != "" || req.OccurredAt != "" {
 			r := t.setRare()
 			r.id, r.occurredAt = req.ID, req.OccurredAt
 		}
-		t.sites = uint16(min(len(d.sites), math.MaxUint16))
+		t.sites = uint16(min(len(req.SiteIDs)+len(req.SiteURLs), math.MaxUint16))
 	}
 	// Only replayed requests carry it, so most messages keep no rare part.
 	if n := dlq.ParseReplayCount(msg.Headers().Get(dlq.HeaderReplayCount)); n > 0 {
@@ -111,6 +120,10 @@ func (s *subscription) receive(msg jetstream.Msg, epoch time.Time) {
 	}
 	t.origin = unique.Make(o)
 	s.intake.takeBytes(t.cost(), payload)
+	if len(d.urls) > 0 {
+		s.resolver.submit(d)
+		return
+	}
 	s.inbox.put(d)
 }
 
