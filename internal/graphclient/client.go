@@ -29,6 +29,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/semaphore"
+	"golang.org/x/sync/singleflight"
 )
 
 // Config configures a Client. Zero values select the documented defaults.
@@ -155,7 +156,9 @@ type Client struct {
 	answers *semaphore.Weighted
 	// sites caches ResolveSite's answers.
 	sites *siteCache
-	bufs  sync.Pool // *[]byte for reading answers, each of capacity at most maxAnswer+1
+	// resolving lets concurrent misses of one site URL share a GET.
+	resolving singleflight.Group
+	bufs      sync.Pool // *[]byte for reading answers, each of capacity at most maxAnswer+1
 }
 
 // New validates cfg and returns a Client.
@@ -414,19 +417,25 @@ func (c *Client) Apply(ctx context.Context, userID string, op Operation, siteIDs
 // is still open.
 func (r *run) retry(ctx context.Context) {
 	c := r.c
-	exp := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(c.initial),
-		backoff.WithMaxInterval(c.maxInterval),
-		backoff.WithMaxElapsedTime(0),
-	)
-	policy := backoff.WithContext(backoff.WithMaxRetries(exp, uint64(c.maxAttempts-1)), ctx)
-	err := backoff.RetryNotify(func() error { return r.attempt(ctx) }, policy, func(err error, _ time.Duration) {
+	err := backoff.RetryNotify(func() error { return r.attempt(ctx) }, c.retryPolicy(ctx), func(err error, _ time.Duration) {
 		var re *retryError
 		if errors.As(err, &re) {
 			c.metrics.retry(r.op, re.reason)
 		}
 	})
 	r.finish(ctx, err)
+}
+
+// retryPolicy is the backoff between the attempts of one Apply or one site
+// resolution: MaxAttempts in all, exponential from InitialInterval to
+// MaxInterval, ending with ctx.
+func (c *Client) retryPolicy(ctx context.Context) backoff.BackOffContext {
+	exp := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(c.initial),
+		backoff.WithMaxInterval(c.maxInterval),
+		backoff.WithMaxElapsedTime(0),
+	)
+	return backoff.WithContext(backoff.WithMaxRetries(exp, uint64(c.maxAttempts-1)), ctx)
 }
 
 // ApplyOption adjusts one Apply call.

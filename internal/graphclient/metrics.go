@@ -67,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		resolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sitefollow_site_url_resolutions_total",
-			Help: "Site URLs resolved to site ids, by result: hit (cached id, no Graph call), miss (resolved by a Graph GET), notFound (404, from Graph or cached), error (transient or other failure).",
+			Help: "Site URLs resolved to site ids, by result: hit (cached id, no Graph call), miss (resolved by a Graph GET), shared (answered by a GET another caller had in flight), notFound (404, from Graph or cached), error (transient or other failure).",
 		}, []string{"result"}),
 	}
 	if reg != nil {

@@ -79,14 +79,38 @@ func (c *Client) ResolveSite(ctx context.Context, siteURL string) (string, error
 		c.metrics.resolved("hit")
 		return e.id, nil
 	}
+	// Concurrent misses of one URL (a burst of joiners naming the same
+	// sites) share one GET. They all run in the resolver stage under one
+	// context, so the first caller's context is theirs too.
+	v, _, shared := c.resolving.Do(key, func() (any, error) {
+		return c.fetchSite(ctx, siteURL, key), nil
+	})
+	a := v.(siteAnswer)
+	if !shared {
+		return a.id, a.err
+	}
+	c.metrics.resolved("shared")
+	var re *ResolveError
+	if errors.As(a.err, &re) && re.URL != siteURL {
+		// Another spelling of the same URL: the caller's error names its own.
+		own := *re
+		own.URL = siteURL
+		return "", &own
+	}
+	return a.id, a.err
+}
+
+// siteAnswer is what one GET for a site URL decided.
+type siteAnswer struct {
+	id  string
+	err error
+}
+
+// fetchSite resolves siteURL (cache key key) with GETs under the retry
+// policy, caches what Graph decided, and counts it.
+func (c *Client) fetchSite(ctx context.Context, siteURL, key string) siteAnswer {
 	g := &siteGet{c: c, url: siteURL, target: c.baseURL + sitePath(siteURL)}
-	exp := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(c.initial),
-		backoff.WithMaxInterval(c.maxInterval),
-		backoff.WithMaxElapsedTime(0),
-	)
-	policy := backoff.WithContext(backoff.WithMaxRetries(exp, uint64(c.maxAttempts-1)), ctx)
-	err := backoff.RetryNotify(func() error { return g.attempt(ctx) }, policy, func(err error, _ time.Duration) {
+	err := backoff.RetryNotify(func() error { return g.attempt(ctx) }, c.retryPolicy(ctx), func(err error, _ time.Duration) {
 		var re *retryError
 		if errors.As(err, &re) {
 			c.metrics.retry(OpGetSite, re.reason)
@@ -96,7 +120,7 @@ func (c *Client) ResolveSite(ctx context.Context, siteURL string) (string, error
 	case g.id != "":
 		c.sites.put(key, cachedSite{id: g.id})
 		c.metrics.resolved("miss")
-		return g.id, nil
+		return siteAnswer{id: g.id}
 	case g.failure != nil && !g.transient:
 		if g.failure.HTTPStatus == http.StatusNotFound {
 			c.sites.put(key, cachedSite{notFound: g.failure})
@@ -104,7 +128,7 @@ func (c *Client) ResolveSite(ctx context.Context, siteURL string) (string, error
 		} else {
 			c.metrics.resolved("error")
 		}
-		return "", &ResolveError{URL: siteURL, Err: g.failure}
+		return siteAnswer{err: &ResolveError{URL: siteURL, Err: g.failure}}
 	}
 	c.metrics.resolved("error")
 	f := g.failure
@@ -117,7 +141,7 @@ func (c *Client) ResolveSite(ctx context.Context, siteURL string) (string, error
 		}
 		f = &SiteError{Code: CodeNetworkError, Message: msg}
 	}
-	return "", &ResolveError{URL: siteURL, Err: f, Transient: true}
+	return siteAnswer{err: &ResolveError{URL: siteURL, Err: f, Transient: true}}
 }
 
 // sitePath is the Graph path of the site at a valid site URL.

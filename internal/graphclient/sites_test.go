@@ -235,3 +235,54 @@ func TestResolveSiteRefusesInvalidURL(t *testing.T) {
 		t.Errorf("getSite calls = %d, want 0", n)
 	}
 }
+
+// TestResolveSiteSharesConcurrentMisses resolves one site, spelt several
+// ways, from many goroutines at once while Graph is slow to answer: one
+// GET serves them all, and each error or id is the caller's own.
+func TestResolveSiteSharesConcurrentMisses(t *testing.T) {
+	t.Parallel()
+	const id = "contoso.sharepoint.com,11111111-1111-1111-1111-111111111111,22222222-2222-2222-2222-222222222222"
+	sim := siteURLSim(t, map[string]string{"https://contoso.sharepoint.com/sites/Finance": id})
+	sim.SetLatency(300 * time.Millisecond)
+	c := newSimClient(t, sim, nil)
+	tests := []struct {
+		url    string
+		wantID string
+	}{
+		{"https://contoso.sharepoint.com/sites/Finance", id},
+		{"https://CONTOSO.sharepoint.com/sites/Finance/", id},
+		{"https://contoso.sharepoint.com/sites/Nowhere", ""},
+		{"https://contoso.SharePoint.com/sites/Nowhere/", ""},
+	}
+	const callers = 8
+	type answer struct {
+		url, id string
+		err     error
+	}
+	answers := make(chan answer, callers*len(tests))
+	for range callers {
+		for _, tt := range tests {
+			go func() {
+				id, err := c.ResolveSite(context.Background(), tt.url)
+				answers <- answer{tt.url, id, err}
+			}()
+		}
+	}
+	want := make(map[string]string, len(tests))
+	for _, tt := range tests {
+		want[tt.url] = tt.wantID
+	}
+	for range callers * len(tests) {
+		a := <-answers
+		var re *ResolveError
+		switch {
+		case want[a.url] != "" && (a.err != nil || a.id != want[a.url]):
+			t.Errorf("ResolveSite(%s) = %q, %v; want %q", a.url, a.id, a.err, want[a.url])
+		case want[a.url] == "" && (!errors.As(a.err, &re) || re.URL != a.url || !errors.Is(a.err, ErrSiteNotFound)):
+			t.Errorf("ResolveSite(%s) error = %v, want ErrSiteNotFound naming %s", a.url, a.err, a.url)
+		}
+	}
+	if n := len(siteGets(sim)); n != 2 {
+		t.Errorf("getSite calls = %d, want 2 (one per site, shared by every caller)", n)
+	}
+}
