@@ -41,12 +41,18 @@ type batcher struct {
 	c      *Client
 	linger time.Duration
 
+	// sealAt reports whether an envelope of n calls goes out without
+	// waiting for the linger to end: when it is full. Tests replace it to
+	// gather exactly the calls they mean to.
+	sealAt func(n int) bool
+
 	mu   sync.Mutex
 	open map[string]*envelope // gathering, by token
 }
 
 func newBatcher(c *Client, linger time.Duration) *batcher {
-	return &batcher{c: c, linger: linger, open: make(map[string]*envelope)}
+	return &batcher{c: c, linger: linger, open: make(map[string]*envelope),
+		sealAt: func(n int) bool { return n >= MaxBatchRequests }}
 }
 
 // envelope is one $batch request being gathered.
@@ -179,7 +185,7 @@ func (b *batcher) join(ctx context.Context, token string, it *batchItem) {
 		go b.flush(context.WithoutCancel(ctx), e)
 	}
 	e.items = append(e.items, it)
-	if len(e.items) == MaxBatchRequests {
+	if b.sealAt(len(e.items)) || len(e.items) >= MaxBatchRequests {
 		delete(b.open, token)
 		close(e.full)
 	}

@@ -81,6 +81,10 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, httpRequest 
 		return
 	}
 
+	if rep := s.failBatch(); rep != nil {
+		s.writeEnvelopeError(w, r, rep)
+		return
+	}
 	now := time.Now()
 	var latency time.Duration
 	s.mu.Lock()
@@ -277,6 +281,36 @@ func (s *Server) finishItems(items []*batchItem, answered time.Time) {
 		}
 		s.finishCall(it.call, res)
 	}
+}
+
+// FailBatch makes the next n $batch envelopes fail whole with status (429,
+// 503, 504 or 500, say), none of their requests judged or recorded, as a
+// gateway in front of Graph might; retryAfter, if not empty, is sent as the
+// envelope's Retry-After. Direct calls are not affected. n <= 0 cancels;
+// ClearFaults too.
+func (s *Server) FailBatch(n, status int, retryAfter string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.batchFailN, s.faults.batchFailStatus, s.faults.batchFailRetryAfter = max(n, 0), status, retryAfter
+}
+
+// failBatch consumes one FailBatch fault, if any, and returns its answer.
+func (s *Server) failBatch() *reply {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := &s.faults
+	if f.batchFailN == 0 {
+		return nil
+	}
+	f.batchFailN--
+	rep := &reply{err: unavailableError(f.batchFailStatus)}
+	if f.batchFailStatus == http.StatusTooManyRequests {
+		rep.err = throttledError()
+	}
+	if f.batchFailRetryAfter != "" {
+		rep.retryAfter = f.batchFailRetryAfter
+	}
+	return rep
 }
 
 // writeEnvelopeError answers the whole envelope with rep (400, 401, 405),

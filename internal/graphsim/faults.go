@@ -36,6 +36,10 @@ type faults struct {
 
 	tokenFailN      int
 	tokenFailStatus int
+
+	batchFailN          int
+	batchFailStatus     int
+	batchFailRetryAfter string
 }
 
 type userThrottle struct {
@@ -192,9 +196,9 @@ func (s *Server) RevokeTokens() {
 	clear(s.tokens)
 }
 
-// ClearFaults drops every pending or standing fault (Throttle, Unavailable,
-// FailSite, OmitSite, UnknownUser, UpperCaseIDs, ExtraErrorEntry,
-// FailTokens). Latency, the rate limit, the budget and announced
+// ClearFaults drops every pending or standing fault (Throttle,
+// ThrottleUser, Unavailable, FailSite, OmitSite, UnknownUser, UpperCaseIDs,
+// ExtraErrorEntry, FailTokens, FailBatch). Latency, the rate limit, the budget and announced
 // Retry-After deadlines stay.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
