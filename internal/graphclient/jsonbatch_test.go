@@ -118,7 +118,7 @@ func TestJSONBatchMixedEnvelope(t *testing.T) {
 	calls := sim.Calls()
 	groups := byHTTPRequest(calls)
 	if got, want := sim.HTTPRequests(), 2; got != want {
-		t.Fatalf("HTTP requests = %d, want %d (one envelope, one retry); calls %+v", got, want, calls)
+		t.Fatalf("HTTP requests = %d, want %d (one envelope, one retry); %d calls", got, want, len(calls))
 	}
 	if got, want := len(groups[0]), 3; got != want {
 		t.Fatalf("first HTTP request carried %d calls, want %d", got, want)
