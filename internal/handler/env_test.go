@@ -69,6 +69,9 @@ type env struct {
 	replicas int
 	// api is the Graph API the handlers' clients speak; "" for v1.
 	api graphclient.API
+	// jsonBatchLinger, when set, turns the clients' JSON batching on with
+	// that linger.
+	jsonBatchLinger time.Duration
 }
 
 type option func(*env)
@@ -77,6 +80,10 @@ func withConfig(f func(*handler.Config)) option { return func(e *env) { f(&e.cfg
 func withDLQPrefix(p string) option             { return func(e *env) { e.prefix = p } }
 func withMetrics(m *handler.Metrics) option     { return func(e *env) { e.metrics = m } }
 func withAPI(api graphclient.API) option        { return func(e *env) { e.api = api } }
+
+// withJSONBatch makes the handlers' clients combine calls into $batch
+// envelopes, waiting linger for calls to join.
+func withJSONBatch(linger time.Duration) option { return func(e *env) { e.jsonBatchLinger = linger } }
 
 func newEnv(t *testing.T, opts ...option) *env {
 	t.Helper()
@@ -196,6 +203,7 @@ func (e *env) startReplica(cfg handler.Config, wrap func(handler.Graph) handler.
 		BaseURL: e.sim.GraphURL(), UserAgent: "NONISV|Test|sitefollow/test", Credential: cred,
 		MaxAttempts: 4, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond,
 		MaxRetryAfter: 5 * time.Second, RequestTimeout: 20 * time.Second, Logger: log, API: e.api,
+		JSONBatch: e.jsonBatchLinger > 0, JSONBatchLinger: e.jsonBatchLinger,
 	})
 	if err != nil {
 		e.t.Fatalf("graph client: %v", err)
