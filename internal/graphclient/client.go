@@ -116,7 +116,7 @@ const (
 	DefaultRequestTimeout  = 30 * time.Second
 	DefaultMaxConcurrency  = 64
 	// DefaultJSONBatchLinger is the default Config.JSONBatchLinger.
-	DefaultJSONBatchLinger = 5 * time.Millisecond
+	DefaultJSONBatchLinger = 20 * time.Millisecond
 	// DefaultMaxConnsPerHost sizes the default client's idle pool.
 	DefaultMaxConnsPerHost = 128
 )
