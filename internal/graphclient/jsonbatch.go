@@ -112,6 +112,15 @@ func (it *batchItem) abandon() bool {
 	return true
 }
 
+// callTimeout is how long a call may take from the moment it is sent for,
+// for the caller's permit: a request, and the linger of its envelope.
+func (c *Client) callTimeout() time.Duration {
+	if c.batcher == nil {
+		return c.requestTimeout
+	}
+	return c.requestTimeout + c.batcher.linger
+}
+
 // dispatch sends the run's call for keys: through the batcher when JSON
 // batching is on (v1 calls only), directly otherwise.
 func (r *run) dispatch(ctx context.Context, keys []string, token string, body []byte) (*response, error) {
@@ -206,6 +215,15 @@ func (b *batcher) flush(ctx context.Context, e *envelope) {
 	}
 	items := e.items
 	b.mu.Unlock()
+	// Each call passed the throttle gate before it joined; one met since
+	// (by another call) holds the envelope back as it would hold them.
+	if _, err := b.c.admission.waitGateFor(ctx, b.c.maxRetryAfter); err != nil {
+		// Not reached: the gate never closes for longer than MaxRetryAfter.
+		for _, it := range items {
+			it.deliver(b.c, batchResult{err: fmt.Errorf("graphclient: $batch held back: %w", err)})
+		}
+		return
+	}
 	b.send(ctx, e.token, items)
 }
 

@@ -392,3 +392,29 @@ func TestJSONBatchCallerGivesUp(t *testing.T) {
 		t.Errorf("HTTP requests = %d, want 1", got)
 	}
 }
+
+// TestJSONBatchWaitsForTheGate closes the throttle gate while an envelope
+// is gathering: the envelope waits for the pause like any call.
+func TestJSONBatchWaitsForTheGate(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	c := newBatchingClient(t, sim, func(int) bool { return false }, func(cfg *Config) { cfg.JSONBatchLinger = 2 * time.Second })
+	done := make(chan []SiteResult)
+	go func() { done <- c.Apply(context.Background(), "ann", Add, []string{siteID(1)}) }()
+	waitFor(t, "the call to join an envelope", func() bool {
+		c.batcher.mu.Lock()
+		defer c.batcher.mu.Unlock()
+		return len(c.batcher.open) == 1
+	})
+	const pause = 3 * time.Second
+	closed := time.Now()
+	c.Adopt(pause, 0)
+	checkResults(t, []string{siteID(1)}, <-done, allApplied(1))
+	calls := sim.Calls()
+	if len(calls) != 1 {
+		t.Fatalf("calls: got %d, want 1", len(calls))
+	}
+	if early := closed.Add(pause).Sub(calls[0].At); early > 0 {
+		t.Errorf("the envelope arrived %v before the gate opened", early)
+	}
+}

@@ -228,7 +228,7 @@ func (r *run) askPermit(ctx context.Context, keys []string) error {
 	if r.permit == nil {
 		return nil
 	}
-	if err := r.permit(ctx, r.c.requestTimeout); err != nil {
+	if err := r.permit(ctx, r.c.callTimeout()); err != nil {
 		if ctx.Err() != nil {
 			return backoff.Permanent(ctx.Err())
 		}
