@@ -211,13 +211,6 @@ func New(cfg Config) (*Client, error) {
 	// A smaller total would let no answer be read at all.
 	c.answerMemory = max(total, int64(c.maxAnswer)+1)
 	c.answers = semaphore.NewWeighted(c.answerMemory)
-	if cfg.JSONBatch && api == APIV1 {
-		linger := cfg.JSONBatchLinger
-		if linger == 0 {
-			linger = DefaultJSONBatchLinger
-		}
-		c.batcher = newBatcher(c, linger)
-	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -255,6 +248,13 @@ func New(cfg Config) (*Client, error) {
 		metrics:        c.metrics,
 		throttled:      cfg.Throttled,
 	})
+	if cfg.JSONBatch && api == APIV1 {
+		linger := cfg.JSONBatchLinger
+		if linger == 0 {
+			linger = DefaultJSONBatchLinger
+		}
+		c.batcher = newBatcher(c, linger)
+	}
 	return c, nil
 }
 

@@ -45,6 +45,9 @@ type batcher struct {
 	// waiting for the linger to end: when it is full. Tests replace it to
 	// gather exactly the calls they mean to.
 	sealAt func(n int) bool
+	// pace is the calls per second admission lets out (+Inf unpaced);
+	// tests replace it.
+	pace func() float64
 
 	mu   sync.Mutex
 	open map[string]*envelope // gathering, by token
@@ -52,7 +55,7 @@ type batcher struct {
 
 func newBatcher(c *Client, linger time.Duration) *batcher {
 	return &batcher{c: c, linger: linger, open: make(map[string]*envelope),
-		sealAt: func(n int) bool { return n >= MaxBatchRequests }}
+		sealAt: func(n int) bool { return n >= MaxBatchRequests }, pace: func() float64 { return c.admission.paceLimit() }}
 }
 
 // envelope is one $batch request being gathered.
@@ -200,10 +203,22 @@ func (b *batcher) join(ctx context.Context, token string, it *batchItem) {
 	}
 }
 
+// lingerNow is how long an envelope opened now waits for calls to join:
+// the linger, unless the pacer spaces calls so far apart that fewer than
+// one more is due within it (the slow start, a throttled app). Waiting
+// would then gather nobody and only delay the call; an envelope still
+// carries the calls that joined while it was being opened.
+func (b *batcher) lingerNow() time.Duration {
+	if b.pace()*b.linger.Seconds() < 1 {
+		return 0
+	}
+	return b.linger
+}
+
 // flush waits for the envelope to fill or its linger to pass, seals it and
 // sends it.
 func (b *batcher) flush(ctx context.Context, e *envelope) {
-	t := time.NewTimer(b.linger)
+	t := time.NewTimer(b.lingerNow())
 	select {
 	case <-t.C:
 	case <-e.full:

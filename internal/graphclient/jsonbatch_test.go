@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
 	"strings"
@@ -40,6 +41,8 @@ func newBatchingClient(t *testing.T, sim *graphsim.Server, seal func(n int) bool
 		t.Fatal("JSONBatch set, yet the client has no batcher")
 	}
 	c.batcher.sealAt = seal
+	// Unpaced: the slow start would leave no call to wait for.
+	c.batcher.pace = func() float64 { return math.Inf(1) }
 	// One token for all: calls with different tokens never share an
 	// envelope.
 	if err := c.CheckToken(context.Background()); err != nil {
@@ -258,6 +261,7 @@ func TestJSONBatchRequestShape(t *testing.T) {
 				cfg.JSONBatch, cfg.JSONBatchLinger, cfg.MaxAttempts = true, time.Minute, 1
 			})
 			c.batcher.sealAt = func(n int) bool { return n >= 2 }
+			c.batcher.pace = func() float64 { return math.Inf(1) }
 			if err := c.CheckToken(context.Background()); err != nil {
 				t.Fatalf("CheckToken: %v", err)
 			}
@@ -417,4 +421,27 @@ func TestJSONBatchWaitsForTheGate(t *testing.T) {
 	if early := closed.Add(pause).Sub(calls[0].At); early > 0 {
 		t.Errorf("the envelope arrived %v before the gate opened", early)
 	}
+}
+
+// TestJSONBatchNoLingerWhilePaced sends a paced call's envelope at once
+// when fewer than one more call is due within the linger: waiting would
+// only delay it.
+func TestJSONBatchNoLingerWhilePaced(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	c := newBatchingClient(t, sim, func(int) bool { return false }, func(cfg *Config) { cfg.JSONBatchLinger = time.Hour })
+	// One call a day, as far as the batcher knows.
+	c.batcher.pace = func() float64 { return 1.0 / (24 * 3600) }
+	done := make(chan []SiteResult, 1)
+	go func() { done <- c.Apply(context.Background(), "ann", Add, []string{siteID(1)}) }()
+	var got []SiteResult
+	waitFor(t, "the paced call's answer (not an hour's linger)", func() bool {
+		select {
+		case got = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	checkResults(t, []string{siteID(1)}, got, allApplied(1))
 }
