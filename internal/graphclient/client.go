@@ -101,8 +101,9 @@ type Config struct {
 	JSONBatch bool
 	// JSONBatchLinger is how long the first call of a batch waits for
 	// others to join it, unless MaxBatchRequests join sooner: the latency
-	// each call may pay for fewer HTTP requests. Default
-	// DefaultJSONBatchLinger.
+	// each call may pay for fewer HTTP requests. No call waits while the
+	// pacer lets out fewer than one call per linger (nobody would join).
+	// Default DefaultJSONBatchLinger.
 	JSONBatchLinger time.Duration
 }
 
