@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/sitefollow/sitefollow/internal/graphsim"
@@ -103,13 +104,14 @@ func TestJSONBatchMixedEnvelope(t *testing.T) {
 	sim := newSim(t)
 	sim.ThrottleUser("bob", 1, "1")
 	logs := &syncBuffer{}
+	reg := prometheus.NewRegistry()
 	var sealed bool
 	c := newBatchingClient(t, sim, func(n int) bool {
 		// The first envelope waits for the three calls; later ones (the
 		// retry) go at once.
 		sealed = sealed || n >= 3
 		return sealed
-	}, func(cfg *Config) { cfg.Logger = zerolog.New(logs) })
+	}, func(cfg *Config) { cfg.Logger, cfg.Metrics = zerolog.New(logs), NewMetrics(reg) })
 	unknown := siteID(99)
 	applyAll(t, c, []batchCall{
 		{user: "alice", op: Add, sites: []string{siteID(1), unknown},
@@ -154,6 +156,53 @@ func TestJSONBatchMixedEnvelope(t *testing.T) {
 	if got, want := strings.Count(logs.String(), `"batch_size":3`), 3; got != want {
 		t.Errorf("log lines with batch_size 3 = %d, want %d:\n%s", got, want, logs)
 	}
+	values, counts := gather(t, reg)
+	if got, want := values["sitefollow_graph_http_requests_total"], map[string]float64{"kind=batch": 1, "kind=direct": 1}; !equalMaps(got, want) {
+		t.Errorf("http_requests_total = %v, want %v", got, want)
+	}
+	if got, want := values["sitefollow_graph_calls_total"], map[string]float64{
+		"operation=add,status=207": 1, "operation=add,status=429": 1, "operation=remove,status=204": 1, "operation=add,status=200": 1,
+	}; !equalMaps(got, want) {
+		t.Errorf("calls_total = %v, want %v", got, want)
+	}
+	if got := counts["sitefollow_graph_batch_requests"]; got != [2]float64{1, 3} {
+		t.Errorf("batch_requests count/sum = %v, want one envelope of 3", got)
+	}
+	if v := values["sitefollow_graph_inflight"][""]; v != 0 {
+		t.Errorf("inflight = %v, want 0", v)
+	}
+}
+
+// gather flattens reg's counters and gauges to name → labels → value, and
+// its histograms to name → {count, sum}.
+func gather(t *testing.T, reg *prometheus.Registry) (map[string]map[string]float64, map[string][2]float64) {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	values := map[string]map[string]float64{}
+	hists := map[string][2]float64{}
+	for _, f := range families {
+		values[f.GetName()] = map[string]float64{}
+		for _, m := range f.GetMetric() {
+			var parts []string
+			for _, l := range m.GetLabel() {
+				parts = append(parts, l.GetName()+"="+l.GetValue())
+			}
+			key := strings.Join(parts, ",")
+			switch {
+			case m.GetCounter() != nil:
+				values[f.GetName()][key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				values[f.GetName()][key] = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				h := hists[f.GetName()]
+				hists[f.GetName()] = [2]float64{h[0] + float64(m.GetHistogram().GetSampleCount()), h[1] + m.GetHistogram().GetSampleSum()}
+			}
+		}
+	}
+	return values, hists
 }
 
 // TestJSONBatchEnvelopeFailure fails the envelope whole: every call in it
