@@ -104,6 +104,8 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger, onStart s
 	graph, err := graphclient.New(graphclient.Config{
 		BaseURL: cfg.GraphURL,
 		API:     graphclient.API(cfg.GraphAPI),
+		// Ignored by the client with the beta API.
+		JSONBatch: cfg.GraphJSONBatch,
 		// The cloud's, whatever host SITEFOLLOW_GRAPH_URL names.
 		Scope:          cfg.GraphScope(),
 		UserAgent:      fmt.Sprintf("NONISV|%s|sitefollow/%s", cfg.GraphOrg, version),

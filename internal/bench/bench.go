@@ -81,6 +81,7 @@ func (r *runner) scenarios() []scenario {
 		{"sharedbudget", 1, r.sharedBudget},
 		{"throttlecpu", 1, r.throttleCPU},
 		{"manyusers", 2, r.manyUsers},
+		{"jsonbatch", 2 * jsonBatchRounds, r.jsonBatch},
 	}
 }
 

@@ -572,19 +572,25 @@ type steadyLoadResult struct {
 // duration, each to a random user (seed 1) and a site that user has not had
 // yet. The schedule is by elapsed time, so a slow tick is caught up at once.
 func (r *runner) steadyLoad(ctx context.Context, g *rig) (steadyLoadResult, error) {
+	return r.steadyLoadOf(ctx, g, "latency", r.size.latencyRate, r.size.latencyUsers, r.size.latencyDuration)
+}
+
+// steadyLoadOf is steadyLoad at rate requests per second over users for
+// duration, for the scenario named part.
+func (r *runner) steadyLoadOf(ctx context.Context, g *rig, part string, rate float64, users int, duration time.Duration) (steadyLoadResult, error) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	pool := sitePool()
-	perUser := make([]int, r.size.latencyUsers)
-	total := int(r.size.latencyRate * r.size.latencyDuration.Seconds())
-	r.logf("latency: publishing %.0f requests/s over %d users for %s", r.size.latencyRate, r.size.latencyUsers, r.size.latencyDuration)
+	perUser := make([]int, users)
+	total := int(rate * duration.Seconds())
+	r.logf("%s: publishing %.0f requests/s over %d users for %s", part, rate, users, duration)
 	p := newPublisher(ctx, g.js, g.pubs)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	var res steadyLoadResult
 	start := time.Now()
 	for res.sent < total {
-		due := min(int(time.Since(start).Seconds()*r.size.latencyRate), total)
-		lag := time.Duration(float64(due-res.sent) / r.size.latencyRate * float64(time.Second))
+		due := min(int(time.Since(start).Seconds()*rate), total)
+		lag := time.Duration(float64(due-res.sent) / rate * float64(time.Second))
 		res.maxLag = max(res.maxLag, lag)
 		for ; res.sent < due; res.sent++ {
 			u := rng.IntN(len(perUser))
@@ -596,23 +602,23 @@ func (r *runner) steadyLoad(ctx context.Context, g *rig) (steadyLoadResult, erro
 			}
 			if err != nil {
 				p.abort()
-				return res, fmt.Errorf("latency: %w", err)
+				return res, fmt.Errorf("%s: %w", part, err)
 			}
 		}
 		select {
 		case <-ctx.Done():
 			p.abort()
-			return res, fmt.Errorf("latency: %w", ctx.Err())
+			return res, fmt.Errorf("%s: %w", part, ctx.Err())
 		case <-g.proc.done():
 			p.abort()
-			return res, fmt.Errorf("latency: %w", g.proc.exitError())
+			return res, fmt.Errorf("%s: %w", part, g.proc.exitError())
 		case <-tick.C:
 		}
 	}
 	res.elapsed = time.Since(start)
 	res.rate = float64(res.sent) / res.elapsed.Seconds()
 	if err := p.finish(); err != nil {
-		return res, fmt.Errorf("latency: %w", err)
+		return res, fmt.Errorf("%s: %w", part, err)
 	}
 	return res, nil
 }

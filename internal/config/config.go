@@ -57,7 +57,10 @@ type Config struct {
 	Cloud    string
 	GraphURL string
 	// GraphAPI is "v1" or "beta-followingsites".
-	GraphAPI           string
+	GraphAPI string
+	// GraphJSONBatch is SITEFOLLOW_GRAPH_JSON_BATCH: combine concurrent
+	// calls into $batch envelopes (v1 only).
+	GraphJSONBatch     bool
 	GraphOrg           string
 	GraphMaxAttempts   int
 	GraphTimeout       time.Duration

@@ -98,6 +98,20 @@ type Config struct {
 	// DefaultSiteURLCacheSize.
 	SiteURLCacheTTL  time.Duration
 	SiteURLCacheSize int
+	// JSONBatch combines the add and remove calls that concurrent Apply
+	// calls (other users') are about to send into Graph JSON batches: one
+	// POST {BaseURL}/v1.0/$batch of at most MaxBatchRequests calls, each
+	// answered, retried and counted against the pace and the throttle on
+	// its own, exactly as if sent directly (see jsonbatch.go). A call with
+	// nothing to combine with goes out directly. It applies to APIV1 only:
+	// beta followingSites PATCHes always go out directly.
+	JSONBatch bool
+	// JSONBatchLinger is how long the first call of a batch waits for
+	// others to join it, unless MaxBatchRequests join sooner: the latency
+	// each call may pay for fewer HTTP requests. No call waits while the
+	// pacer lets out fewer than one call per linger (nobody would join).
+	// Default DefaultJSONBatchLinger.
+	JSONBatchLinger time.Duration
 }
 
 // Defaults applied by New.
@@ -109,6 +123,8 @@ const (
 	DefaultMaxRetryAfter   = 5 * time.Minute
 	DefaultRequestTimeout  = 30 * time.Second
 	DefaultMaxConcurrency  = 64
+	// DefaultJSONBatchLinger is the default Config.JSONBatchLinger.
+	DefaultJSONBatchLinger = 20 * time.Millisecond
 	// DefaultMaxConnsPerHost sizes the default client's idle pool.
 	DefaultMaxConnsPerHost = 128
 )
@@ -158,7 +174,11 @@ type Client struct {
 	sites *siteCache
 	// resolving lets concurrent misses of one site URL share a GET.
 	resolving singleflight.Group
-	bufs      sync.Pool // *[]byte for reading answers, each of capacity at most maxAnswer+1
+	// answerMemory is the size of answers, which bounds a $batch answer.
+	answerMemory int64
+	// batcher combines calls into $batch envelopes; nil without JSONBatch.
+	batcher *batcher
+	bufs    sync.Pool // *[]byte for reading answers, each of capacity at most maxAnswer+1
 }
 
 // New validates cfg and returns a Client.
@@ -175,8 +195,9 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	if cfg.MaxAttempts < 0 || cfg.InitialInterval < 0 || cfg.MaxInterval < 0 || cfg.MaxRetryAfter < 0 || cfg.RequestTimeout < 0 ||
-		cfg.MaxResponseBytes < 0 || cfg.MaxResponseMemory < 0 || cfg.SiteURLCacheTTL < 0 || cfg.SiteURLCacheSize < 0 {
-		return nil, errors.New("graphclient: new: attempts, intervals, timeouts, answer and cache bounds must not be negative")
+		cfg.MaxResponseBytes < 0 || cfg.MaxResponseMemory < 0 || cfg.SiteURLCacheTTL < 0 || cfg.SiteURLCacheSize < 0 ||
+		cfg.JSONBatchLinger < 0 {
+		return nil, errors.New("graphclient: new: attempts, intervals, timeouts, answer and cache bounds and the batch linger must not be negative")
 	}
 	c := &Client{
 		baseURL:        base,
@@ -201,7 +222,8 @@ func New(cfg Config) (*Client, error) {
 		total = DefaultConcurrentAnswers * int64(c.maxAnswer)
 	}
 	// A smaller total would let no answer be read at all.
-	c.answers = semaphore.NewWeighted(max(total, int64(c.maxAnswer)+1))
+	c.answerMemory = max(total, int64(c.maxAnswer)+1)
+	c.answers = semaphore.NewWeighted(c.answerMemory)
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -242,6 +264,13 @@ func New(cfg Config) (*Client, error) {
 		metrics:        c.metrics,
 		throttled:      cfg.Throttled,
 	})
+	if cfg.JSONBatch && api == APIV1 {
+		linger := cfg.JSONBatchLinger
+		if linger == 0 {
+			linger = DefaultJSONBatchLinger
+		}
+		c.batcher = newBatcher(c, linger)
+	}
 	return c, nil
 }
 

@@ -20,7 +20,15 @@ type Metrics struct {
 	concurrent   prometheus.Gauge
 	tokenFails   prometheus.Counter
 	resolutions  *prometheus.CounterVec
+	httpReqs     *prometheus.CounterVec
+	batchSize    prometheus.Histogram
 }
+
+// The kind label values of sitefollow_graph_http_requests_total.
+const (
+	httpKindDirect = "direct"
+	httpKindBatch  = "batch"
+)
 
 // NewMetrics creates the collectors and registers them with reg (when reg
 // is not nil). It panics, like prometheus.MustRegister, if they are already
@@ -29,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sitefollow_graph_calls_total",
-			Help: "Graph HTTP calls (followedSites, and getSite resolving site URLs), by operation and HTTP status (\"error\" when no status arrived, \"canceled\" when the caller gave up).",
+			Help: "Graph HTTP calls (followedSites, direct or inside a $batch, each counted; and getSite resolving site URLs), by operation and HTTP status (\"error\" when no status arrived, \"canceled\" when the caller gave up).",
 		}, []string{"operation", "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sitefollow_graph_call_duration_seconds",
@@ -69,9 +77,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sitefollow_site_url_resolutions_total",
 			Help: "Site URLs resolved to site ids, by result: hit (cached id, no Graph call), miss (resolved by a Graph GET), shared (answered by a GET another caller had in flight), notFound (404, from Graph or cached), error (transient or other failure).",
 		}, []string{"result"}),
+		httpReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sitefollow_graph_http_requests_total",
+			Help: "HTTP requests sent to Graph for followedSites calls, by kind: \"direct\" (one call) or \"batch\" (a $batch envelope carrying several calls, each also counted in sitefollow_graph_calls_total).",
+		}, []string{"kind"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sitefollow_graph_batch_requests",
+			Help:    "Graph calls (inner requests) carried by one $batch envelope.",
+			Buckets: []float64{2, 3, 5, 8, 12, 16, 20},
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.sitesPerCall, m.retries, m.inflight, m.throttleWait, m.paceLimit, m.concurrent, m.tokenFails, m.resolutions)
+		reg.MustRegister(m.calls, m.duration, m.sitesPerCall, m.retries, m.inflight, m.throttleWait, m.paceLimit, m.concurrent, m.tokenFails,
+			m.resolutions, m.httpReqs, m.batchSize)
 	}
 	return m
 }
@@ -91,6 +109,22 @@ func (m *Metrics) callDone(op Operation, status string, d time.Duration) {
 	m.inflight.Dec()
 	m.calls.WithLabelValues(string(op), status).Inc()
 	m.duration.WithLabelValues(string(op)).Observe(d.Seconds())
+}
+
+// httpRequest counts one HTTP request to Graph of the given kind.
+func (m *Metrics) httpRequest(kind string) {
+	if m == nil {
+		return
+	}
+	m.httpReqs.WithLabelValues(kind).Inc()
+}
+
+// envelope records how many calls one $batch envelope carried.
+func (m *Metrics) envelope(n int) {
+	if m == nil {
+		return
+	}
+	m.batchSize.Observe(float64(n))
 }
 
 func (m *Metrics) retry(op Operation, reason string) {

@@ -151,7 +151,7 @@ func (r *run) sendPart(ctx context.Context, keys []string) error {
 	if err := r.permitted(ctx, t, keys); err != nil {
 		return err
 	}
-	resp, err := r.send(ctx, keys, token, body)
+	resp, err := r.dispatch(ctx, keys, token, body)
 	defer func() { resp.release(r.c) }()
 	t.observe(r.c.now(), resp)
 	if err == nil && resp.status == http.StatusUnauthorized {
@@ -167,7 +167,7 @@ func (r *run) sendPart(ctx context.Context, keys []string) error {
 		if err := r.permitted(ctx, t, keys); err != nil {
 			return err
 		}
-		resp, err = r.send(ctx, keys, token, body)
+		resp, err = r.dispatch(ctx, keys, token, body)
 		t.observe(r.c.now(), resp)
 		if err == nil && resp.status == http.StatusUnauthorized {
 			r.logCall(resp, nil)
@@ -228,7 +228,7 @@ func (r *run) askPermit(ctx context.Context, keys []string) error {
 	if r.permit == nil {
 		return nil
 	}
-	if err := r.permit(ctx, r.c.requestTimeout); err != nil {
+	if err := r.permit(ctx, r.c.callTimeout()); err != nil {
 		if ctx.Err() != nil {
 			return backoff.Permanent(ctx.Err())
 		}

@@ -302,7 +302,7 @@ func (g *siteGet) send(ctx context.Context, token string) (*response, error) {
 		clientRequestID: orDefault(resp.Header.Get("Client-Request-Id"), crid),
 	}
 	out.call = call{attempt: 1, sites: 1, clientRequestID: crid}
-	if err := c.readBody(rctx, resp, out); err != nil {
+	if err := c.readBody(rctx, resp, out, c.maxAnswer); err != nil {
 		out.release(c)
 		c.metrics.callDone(OpGetSite, "error", time.Since(start))
 		return nil, fmt.Errorf("graphclient: %s %s: read %d answer: %w", OpGetSite, strconv.Quote(g.url), resp.StatusCode, err)

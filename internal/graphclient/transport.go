@@ -18,7 +18,8 @@ import (
 	"github.com/sitefollow/sitefollow/internal/event"
 )
 
-// call describes one HTTP call, for its log line.
+// call describes one Graph call, for its log line: a direct HTTP request,
+// or one request of a JSON batch.
 type call struct {
 	attempt         int
 	sites           int
@@ -26,75 +27,50 @@ type call struct {
 	status          string
 	elapsed         time.Duration
 	err             error
+	// batchRequestID and batchSize name the $batch envelope that carried
+	// the call (its client-request-id and how many requests it held); empty
+	// for a direct call.
+	batchRequestID string
+	batchSize      int
 }
 
-// sendError is a request that got no HTTP status.
+// sendError is a request that got no HTTP status, or (invalid) a $batch
+// answer that held no usable answer for it.
 type sendError struct {
 	call
 	timeout bool
+	invalid bool
 }
 
 func (e *sendError) Error() string { return e.err.Error() }
 func (e *sendError) Unwrap() error { return e.err }
 
-// send performs one HTTP call and updates the metrics; the caller logs it
-// with logCall once the answer is interpreted.
-func (r *run) send(ctx context.Context, keys []string, token string, body []byte) (*response, error) {
-	c := r.c
+// newCall counts an attempt for keys and describes the call about to go
+// out.
+func (r *run) newCall(keys []string) call {
 	for _, k := range keys {
 		for _, i := range r.sites[k].indexes {
 			r.results[i].Attempts++
 		}
 	}
-	info := call{
+	return call{
 		attempt:         r.results[r.sites[keys[0]].indexes[0]].Attempts,
 		sites:           len(keys),
 		clientRequestID: uuid.NewString(),
 	}
+}
+
+// send performs one HTTP call and updates the metrics; the caller logs it
+// with logCall once the answer is interpreted.
+func (r *run) send(ctx context.Context, keys []string, token string, body []byte) (*response, error) {
+	c := r.c
+	info := r.newCall(keys)
 	method, target := r.target()
 
-	rctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, method, target, bytes.NewReader(body))
-	if err != nil {
-		info.status = "error"
-		info.err = fmt.Errorf("graphclient: build request: %w", err)
-		return nil, &sendError{call: info}
-	}
-	// The keys in canonical form, as Header.Set would write them, in one
-	// map of the right size.
-	req.Header = http.Header{
-		"Authorization":            {"Bearer " + token},
-		"Content-Type":             {"application/json"},
-		"Accept":                   {"application/json"},
-		"User-Agent":               {c.userAgent},
-		"Client-Request-Id":        {info.clientRequestID},
-		"Return-Client-Request-Id": {"true"},
-	}
-
 	c.metrics.callStarted(r.op, len(keys))
+	c.metrics.httpRequest(httpKindDirect)
 	start := time.Now()
-	resp, err := c.httpClient.Do(req)
-	var out *response
-	if err == nil && throttleStatus(resp.StatusCode) {
-		// Close the gate on the status line, before the body is read
-		// (which may wait for answer memory): every moment counts while
-		// other calls could still go out into the pause.
-		c.admission.pauseEarly(c.now(), resp.Header)
-	}
-	if err == nil {
-		out = &response{
-			status:          resp.StatusCode,
-			header:          resp.Header,
-			requestID:       resp.Header.Get("Request-Id"),
-			clientRequestID: orDefault(resp.Header.Get("Client-Request-Id"), info.clientRequestID),
-		}
-		if err = c.readBody(rctx, resp, out); err != nil {
-			out.release(c)
-			out = nil
-			err = fmt.Errorf("read %d answer: %w", resp.StatusCode, err)
-		}
-	}
+	out, timeout, err := c.roundTrip(ctx, method, target, token, info.clientRequestID, body, c.maxAnswer)
 	info.elapsed = time.Since(start)
 	switch {
 	case out != nil:
@@ -108,25 +84,72 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 
 	if err != nil {
 		info.err = fmt.Errorf("graphclient: %s for user %q: %w", r.op, r.userID, err)
-		var ne net.Error
-		timeout := ctx.Err() == nil && (errors.Is(rctx.Err(), context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout())
 		return nil, &sendError{call: info, timeout: timeout}
 	}
 	out.call = info
 	return out, nil
 }
 
+// roundTrip sends one HTTP request to Graph, bounded by RequestTimeout,
+// and reads its answer of at most limit bytes (see readBody). On a throttle
+// status line it closes the gate before the body is read. With no answer it
+// says whether the request timed out (rather than ctx ending or the
+// network failing).
+func (c *Client) roundTrip(ctx context.Context, method, target, token, clientRequestID string, body []byte, limit int) (*response, bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, method, target, bytes.NewReader(body))
+	if err != nil {
+		return nil, false, fmt.Errorf("build request: %w", err)
+	}
+	// The keys in canonical form, as Header.Set would write them, in one
+	// map of the right size.
+	req.Header = http.Header{
+		"Authorization":            {"Bearer " + token},
+		"Content-Type":             {"application/json"},
+		"Accept":                   {"application/json"},
+		"User-Agent":               {c.userAgent},
+		"Client-Request-Id":        {clientRequestID},
+		"Return-Client-Request-Id": {"true"},
+	}
+	timedOut := func(err error) bool {
+		var ne net.Error
+		return ctx.Err() == nil && (errors.Is(rctx.Err(), context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout())
+	}
+	resp, err := c.httpClient.Do(req)
+	if err != nil {
+		return nil, timedOut(err), err
+	}
+	if throttleStatus(resp.StatusCode) {
+		// Close the gate on the status line, before the body is read
+		// (which may wait for answer memory): every moment counts while
+		// other calls could still go out into the pause.
+		c.admission.pauseEarly(c.now(), resp.Header)
+	}
+	out := &response{
+		status:          resp.StatusCode,
+		header:          resp.Header,
+		requestID:       resp.Header.Get("Request-Id"),
+		clientRequestID: orDefault(resp.Header.Get("Client-Request-Id"), clientRequestID),
+	}
+	if err := c.readBody(rctx, resp, out, limit); err != nil {
+		out.release(c)
+		return nil, timedOut(err), fmt.Errorf("read %d answer: %w", resp.StatusCode, err)
+	}
+	return out, false, nil
+}
+
 // readBody reads and closes an answer's body into a pooled buffer, which
 // the caller hands back with response.release. The body is read in place,
 // into a buffer sized from Content-Length when Graph sends one, so it is
-// never copied whole; a body longer than MaxResponseBytes is not read at
+// never copied whole; a body longer than limit (MaxResponseBytes for a
+// direct call) is not read at
 // all beyond the bound (out.tooLong) and its connection is dropped. Before
 // reading, the answer's share of MaxResponseMemory is taken, so concurrent
 // calls never hold more than that together. Reading a body to its end lets
 // the connection be reused.
-func (c *Client) readBody(ctx context.Context, resp *http.Response, out *response) error {
+func (c *Client) readBody(ctx context.Context, resp *http.Response, out *response, limit int) error {
 	defer resp.Body.Close()
-	limit := c.maxAnswer
 	if resp.ContentLength > int64(limit) {
 		out.tooLong = true
 		return nil
@@ -204,6 +227,10 @@ func (p *response) release(c *Client) {
 		return
 	}
 	p.body, p.raw = "", nil
+	if p.shared != nil {
+		p.shared.release(c)
+		p.shared = nil
+	}
 	if p.buf != nil {
 		*p.buf = (*p.buf)[:0]
 		c.bufs.Put(p.buf)
@@ -234,6 +261,9 @@ func (r *run) logCall(resp *response, err error) {
 	ev = ev.Str("user", r.userID).Str("operation", string(r.op)).Int("sites", info.sites).
 		Str("status", info.status).Float64("durationMs", float64(info.elapsed.Microseconds())/1000).Int("attempt", info.attempt).
 		Str("client_request_id", info.clientRequestID)
+	if info.batchSize > 0 {
+		ev = ev.Str("batch_request_id", info.batchRequestID).Int("batch_size", info.batchSize)
+	}
 	if resp != nil {
 		ev = ev.Str("request_id", resp.requestID)
 		if throttleStatus(resp.status) {

@@ -55,9 +55,14 @@ func (r *run) transportFailure(ctx context.Context, keys []string, err error) er
 	if ctx.Err() != nil {
 		return backoff.Permanent(ctx.Err())
 	}
-	code := CodeNetworkError
+	code, reason := CodeNetworkError, reasonNetwork
 	var se *sendError
-	if errors.As(err, &se) && se.timeout {
+	switch {
+	case errors.As(err, &se) && se.invalid:
+		// A $batch answer without a usable answer for this request: never
+		// taken as applied, tried again.
+		code, reason = CodeInvalidResponse, reasonInvalid
+	case se != nil && se.timeout:
 		code = CodeTimeout
 	}
 	e := &SiteError{Code: code, Message: err.Error()}
@@ -65,7 +70,7 @@ func (r *run) transportFailure(ctx context.Context, keys []string, err error) er
 		e.ClientRequestID = se.clientRequestID
 	}
 	r.setPendingErr(keys, e)
-	return &retryError{reason: reasonNetwork}
+	return &retryError{reason: reason}
 }
 
 // handle settles the sites an HTTP answer decides.

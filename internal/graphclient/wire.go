@@ -64,11 +64,12 @@ func transientStatus(s int) bool {
 // response is what is kept of one HTTP answer.
 type response struct {
 	call
-	buf             *[]byte // pooled; backs raw and body; see view
-	held            int64   // units of Client.answers held until release
-	raw             []byte  // the answer's body, read in place
-	tooLong         bool    // the body was longer than MaxResponseBytes and not read
-	split           bool    // a whole-call 400 made the call split in halves
+	buf             *[]byte      // pooled; backs raw and body; see view
+	held            int64        // units of Client.answers held until release
+	shared          *answerShare // the $batch envelope's answer this one is part of
+	raw             []byte       // the answer's body, read in place
+	tooLong         bool         // the body was longer than MaxResponseBytes and not read
+	split           bool         // a whole-call 400 made the call split in halves
 	status          int
 	header          http.Header
 	body            string

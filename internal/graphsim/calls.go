@@ -33,6 +33,13 @@ type Call struct {
 	// whatever the status (429, or 503 for a Budget answering so): by
 	// Throttle, RateLimit, Budget or Chaos's Throttle.
 	Throttled bool
+	// HTTPRequest is the ordinal (from 1, since the last Reset) of the HTTP
+	// request that carried the call: its own, or the $batch envelope it
+	// was one request of. Calls sharing it came in one envelope.
+	HTTPRequest int
+	// BatchItemID is the call's id inside its $batch envelope; empty for a
+	// direct call.
+	BatchItemID string
 }
 
 // callResult is what a Graph call's handling learnt and answered.
@@ -47,7 +54,7 @@ type callResult struct {
 
 // beginCall records an arriving Graph request. Early is judged here, against
 // the deadline announced before this arrival.
-func (s *Server) beginCall(at time.Time, clientRequestID, userAgent string) *Call {
+func (s *Server) beginCall(at time.Time, clientRequestID, userAgent string, httpRequest int, batchItemID string) *Call {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := &Call{
@@ -55,6 +62,8 @@ func (s *Server) beginCall(at time.Time, clientRequestID, userAgent string) *Cal
 		ClientRequestID: clientRequestID,
 		UserAgent:       userAgent,
 		Early:           at.Before(s.deadline),
+		HTTPRequest:     httpRequest,
+		BatchItemID:     batchItemID,
 	}
 	if c.Early {
 		s.earlyCalls++
@@ -107,6 +116,25 @@ func (s *Server) Calls() []Call {
 		out[i].Actions = slices.Clone(c.Actions)
 	}
 	return out
+}
+
+// countHTTPRequest counts an arriving HTTP request to the Graph listener
+// (a direct call or a $batch envelope) and returns its ordinal.
+func (s *Server) countHTTPRequest() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.httpRequests++
+	return s.httpRequests
+}
+
+// HTTPRequests counts the HTTP requests that reached the Graph listener
+// since the last Reset, the followed-sites listing aside: one per direct
+// call and one per $batch envelope, however many calls it carried (those
+// are in Calls, one each).
+func (s *Server) HTTPRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.httpRequests
 }
 
 // CallCount is the number of Graph calls that arrived since the last Reset.
@@ -167,6 +195,7 @@ func (s *Server) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = nil
+	s.httpRequests = 0
 	s.earlyCalls = 0
 	s.tokenRequests = 0
 	s.tokenScopes = nil

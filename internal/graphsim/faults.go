@@ -12,10 +12,10 @@ import (
 // n matching Graph calls and then expire. Guarded by Server.mu.
 //
 // A call is judged in this order: route (404/400/405), bearer token (401),
-// body (400: malformed, or naming one of Options.PoisonSites), Throttle
-// (429), Unavailable (503/504), RateLimit (429), Budget (429 or 503, see
-// Budget), Chaos (429/503, see SetChaos), UnknownUser (404), ProvisionLater (404 or
-// 400), then each site:
+// body (400: malformed, or naming one of Options.PoisonSites), ThrottleUser
+// (429), Throttle (429), Unavailable (503/504), RateLimit (429), Budget (429
+// or 503, see Budget), Chaos (429/503, see SetChaos), UnknownUser (404),
+// ProvisionLater (404 or 400), then each site:
 // OmitSite, FailSite, unknown site, Chaos SiteTransient. Only calls that get as far as
 // a check consume the fault behind it.
 type faults struct {
@@ -32,12 +32,24 @@ type faults struct {
 	// notProvisioned how many calls each was answered so.
 	provisioning   map[string]provisioning
 	notProvisioned map[string]int
+	// throttleUsers: lower-case user id → the next calls for that user
+	// answered 429 (ThrottleUser).
+	throttleUsers map[string]userThrottle
 
 	upperCaseIDs    bool
 	extraErrorEntry bool
 
 	tokenFailN      int
 	tokenFailStatus int
+
+	batchFailN          int
+	batchFailStatus     int
+	batchFailRetryAfter string
+}
+
+type userThrottle struct {
+	n     int
+	value string // Retry-After, verbatim
 }
 
 type siteFailure struct {
@@ -53,6 +65,7 @@ func newFaults() faults {
 		unknownUsers:   make(map[string]bool),
 		provisioning:   make(map[string]provisioning),
 		notProvisioned: make(map[string]int),
+		throttleUsers:  make(map[string]userThrottle),
 	}
 }
 
@@ -82,6 +95,23 @@ func (s *Server) Throttle(n int, retryAfter string) {
 	defer s.mu.Unlock()
 	s.faults.throttleN = max(n, 0)
 	s.faults.throttleValue = retryAfter
+}
+
+// ThrottleUser makes the next n Graph calls for userID (matched
+// case-insensitively) answer 429 with retryAfter as the Retry-After header
+// verbatim, before the other call-wide faults; other users' calls proceed.
+// Inside a $batch only that user's requests are refused, as Graph throttles
+// each request on its own. Each such answer announces an app-wide deadline
+// (Early). n <= 0 cancels; ClearFaults too.
+func (s *Server) ThrottleUser(userID string, n int, retryAfter string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := strings.ToLower(userID)
+	if n <= 0 {
+		delete(s.faults.throttleUsers, k)
+		return
+	}
+	s.faults.throttleUsers[k] = userThrottle{n: n, value: retryAfter}
 }
 
 // Unavailable makes the next n Graph calls answer status (503 or 504) with a
@@ -173,9 +203,10 @@ func (s *Server) RevokeTokens() {
 	clear(s.tokens)
 }
 
-// ClearFaults drops every pending or standing fault (Throttle, Unavailable,
-// FailSite, OmitSite, UnknownUser, ProvisionLater, UpperCaseIDs,
-// ExtraErrorEntry, FailTokens). Latency, the rate limit, the budget and announced
+// ClearFaults drops every pending or standing fault (Throttle,
+// ThrottleUser, Unavailable, FailSite, OmitSite, UnknownUser,
+// ProvisionLater, UpperCaseIDs, ExtraErrorEntry, FailTokens, FailBatch).
+// Latency, the rate limit, the budget and announced
 // Retry-After deadlines stay.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
@@ -194,8 +225,17 @@ func lookupKey(id string) string {
 
 // admitLocked applies the call-wide faults and the rate limit in that order
 // and returns a non-nil reply when the call must be refused.
-func (s *Server) admitLocked(now time.Time) *reply {
+func (s *Server) admitLocked(now time.Time, user string) *reply {
 	f := &s.faults
+	if t, ok := f.throttleUsers[strings.ToLower(user)]; ok {
+		if t.n--; t.n <= 0 {
+			delete(f.throttleUsers, strings.ToLower(user))
+		} else {
+			f.throttleUsers[strings.ToLower(user)] = t
+		}
+		wait, until := parseRetryAfter(t.value, now)
+		return &reply{err: throttledError(), retryAfter: t.value, wait: wait, until: until, announce: true, throttled: true}
+	}
 	if f.throttleN > 0 {
 		f.throttleN--
 		wait, until := parseRetryAfter(f.throttleValue, now)

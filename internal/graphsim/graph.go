@@ -2,6 +2,7 @@ package graphsim
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,11 +43,16 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if key, ok := siteRoute(r.URL); ok {
-			s.serveSite(w, r, key)
+			s.serveSite(w, r, key, s.countHTTPRequest())
 			return
 		}
 	}
-	call := s.beginCall(time.Now(), r.Header.Get(headerClientRequestID), r.UserAgent())
+	httpRequest := s.countHTTPRequest()
+	if isBatchRoute(r.URL) {
+		s.serveBatch(w, r, httpRequest)
+		return
+	}
+	call := s.beginCall(time.Now(), r.Header.Get(headerClientRequestID), r.UserAgent(), httpRequest, "")
 	var req graphRequest
 	rep := s.handleGraph(r, &req)
 	if rep == nil {
@@ -93,8 +99,27 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	buf := s.buffer()
 	defer s.bufs.Put(buf)
 	rerr := readBody(buf, r.Body)
+	in := graphInput{method: r.Method, url: r.URL, authorization: r.Header.Get("Authorization"), body: buf.Bytes(), readErr: rerr}
+	return s.decide(r.Context(), in, req, true)
+}
 
-	op, user, gerr := route(r.URL)
+// graphInput is one Graph call as decide judges it: a direct HTTP request,
+// or one request inside a $batch envelope.
+type graphInput struct {
+	method        string
+	url           *url.URL
+	authorization string
+	body          []byte
+	readErr       error
+}
+
+// decide judges one call, direct or inside a $batch, by the same rules:
+// route, method, token, body, poison, faults, rate limit, budget (one call
+// each), chaos, then the sites. wait adds the call's latency first; the
+// requests of a $batch share the envelope's instead. nil means no answer
+// can be sent.
+func (s *Server) decide(ctx context.Context, in graphInput, req *graphRequest, wait bool) *reply {
+	op, user, gerr := route(in.url)
 	s.mu.Lock()
 	latency := s.latency + s.opLatency[op]
 	chaos := s.chaosLocked()
@@ -102,8 +127,10 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 		latency += chaos.jitter
 	}
 	s.mu.Unlock()
-	if err := s.pause(r.Context(), latency); err != nil {
-		return nil
+	if wait {
+		if err := s.pause(ctx, latency); err != nil {
+			return nil
+		}
 	}
 
 	req.op, req.user = op, user
@@ -114,21 +141,21 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	if op == OpFollowingSites {
 		method = http.MethodPatch
 	}
-	if r.Method != method {
+	if in.method != method {
 		return &reply{
-			err:    &graphError{status: http.StatusMethodNotAllowed, code: "Request_BadRequest", message: fmt.Sprintf("The HTTP method '%s' is not allowed for this resource.", r.Method)},
+			err:    &graphError{status: http.StatusMethodNotAllowed, code: "Request_BadRequest", message: fmt.Sprintf("The HTTP method '%s' is not allowed for this resource.", in.method)},
 			header: http.Header{"Allow": {method}},
 		}
 	}
-	if rep := s.authorize(r); rep != nil {
+	if rep := s.authorize(in.authorization); rep != nil {
 		return rep
 	}
 	var ids, actions []string
 	var berr error
 	if op == OpFollowingSites {
-		ids, actions, berr = decodeBetaBody(buf.Bytes(), rerr)
+		ids, actions, berr = decodeBetaBody(in.body, in.readErr)
 	} else {
-		ids, berr = decodeBody(buf.Bytes(), rerr)
+		ids, berr = decodeBody(in.body, in.readErr)
 	}
 	req.ids, req.actions = ids, actions
 	if berr != nil {
@@ -141,7 +168,7 @@ func (s *Server) handleGraph(r *http.Request, req *graphRequest) *reply {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	if rep := s.admitLocked(now); rep != nil {
+	if rep := s.admitLocked(now, user); rep != nil {
 		return rep
 	}
 	rep, quota := s.spendBudgetLocked(now)
@@ -241,8 +268,9 @@ func route(u *url.URL) (op, user string, gerr *graphError) {
 	return "", user, &graphError{status: http.StatusBadRequest, code: "BadRequest", message: fmt.Sprintf("Resource not found for the segment '%s'.", parts[5])}
 }
 
-// authorize requires a bearer token this sim issued, not revoked or expired.
-func (s *Server) authorize(r *http.Request) *reply {
+// authorize requires a bearer token this sim issued, not revoked or expired;
+// h is the request's Authorization header.
+func (s *Server) authorize(h string) *reply {
 	unauthorized := func(msg string) *reply {
 		return &reply{
 			err: &graphError{status: http.StatusUnauthorized, code: "InvalidAuthenticationToken", message: msg},
@@ -251,7 +279,6 @@ func (s *Server) authorize(r *http.Request) *reply {
 				s.authorityURL, s.tenantID)}},
 		}
 	}
-	h := r.Header.Get("Authorization")
 	if h == "" {
 		return unauthorized("Access token is empty.")
 	}

@@ -31,7 +31,7 @@ func listRoute(u *url.URL) (string, bool) {
 // latency and the injected faults: it is for people and tests looking at
 // the state, and looking must not change what the consumer meets.
 func (s *Server) serveFollowedList(w http.ResponseWriter, r *http.Request, user string) {
-	rep := s.authorize(r)
+	rep := s.authorize(r.Header.Get("Authorization"))
 	if rep == nil {
 		rep = s.followedList(user)
 	}

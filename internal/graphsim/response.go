@@ -1,6 +1,7 @@
 package graphsim
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -192,38 +193,12 @@ func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) 
 
 	buf := s.buffer()
 	defer s.bufs.Put(buf)
-	contentType := contentTypeOData
-	switch {
-	case rep.err != nil:
-		contentType = contentTypeJSON
-		b, err := json.Marshal(errorBody{Error: errorDetail{
-			Code:    rep.err.code,
-			Message: rep.err.message,
-			InnerError: innerDetail{
-				Code:            rep.err.innerCode,
-				Date:            time.Now().UTC().Format("2006-01-02T15:04:05"),
-				RequestID:       requestID,
-				ClientRequestID: clientRequestID,
-			},
-		}})
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return fmt.Errorf("graphsim encode answer: %w", err)
-		}
-		buf.Write(b)
-	case rep.object != nil:
-		buf.Write(rep.object)
-	case rep.value != nil:
-		// What json.Marshal writes for {"value":[...]} with these entries.
-		buf.WriteString(`{"value":[`)
-		for i, e := range rep.value {
-			if i > 0 {
-				buf.WriteByte(',')
-			}
-			buf.Write(e)
-		}
-		buf.WriteString(`]}`)
-	default:
+	contentType, err := encodeReply(buf, rep, requestID, clientRequestID)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return err
+	}
+	if contentType == "" {
 		w.WriteHeader(rep.status())
 		return nil
 	}
@@ -236,6 +211,44 @@ func (s *Server) writeGraph(w http.ResponseWriter, r *http.Request, rep *reply) 
 		return fmt.Errorf("graphsim write answer: %w", err)
 	}
 	return nil
+}
+
+// encodeReply writes rep's body to buf and returns its content type, or ""
+// for an answer without a body (a 204).
+func encodeReply(buf *bytes.Buffer, rep *reply, requestID, clientRequestID string) (string, error) {
+	switch {
+	case rep.err != nil:
+		b, err := json.Marshal(errorBody{Error: errorDetail{
+			Code:    rep.err.code,
+			Message: rep.err.message,
+			InnerError: innerDetail{
+				Code:            rep.err.innerCode,
+				Date:            time.Now().UTC().Format("2006-01-02T15:04:05"),
+				RequestID:       requestID,
+				ClientRequestID: clientRequestID,
+			},
+		}})
+		if err != nil {
+			return "", fmt.Errorf("graphsim encode answer: %w", err)
+		}
+		buf.Write(b)
+		return contentTypeJSON, nil
+	case rep.object != nil:
+		buf.Write(rep.object)
+		return contentTypeOData, nil
+	case rep.value != nil:
+		// What json.Marshal writes for {"value":[...]} with these entries.
+		buf.WriteString(`{"value":[`)
+		for i, e := range rep.value {
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			buf.Write(e)
+		}
+		buf.WriteString(`]}`)
+		return contentTypeOData, nil
+	}
+	return "", nil
 }
 
 // newGUID returns a random version-4 GUID, as Graph's request-id is.

@@ -133,6 +133,7 @@ type Server struct {
 	followed map[string]map[string]bool // lower-case user → canonical site ids
 
 	calls         []*Call
+	httpRequests  int
 	earlyCalls    int
 	tokenRequests int
 	tokenScopes   []string

@@ -87,8 +87,8 @@ func siteRoute(u *url.URL) (string, bool) {
 // needs a token, is recorded in Calls (Op OpGetSite, SiteURL the URL key,
 // SiteIDs the id answered), and meets the latency, the injected faults
 // (Throttle, Unavailable), the rate limit and the budget.
-func (s *Server) serveSite(w http.ResponseWriter, r *http.Request, key string) {
-	call := s.beginCall(time.Now(), r.Header.Get(headerClientRequestID), r.UserAgent())
+func (s *Server) serveSite(w http.ResponseWriter, r *http.Request, key string, httpRequest int) {
+	call := s.beginCall(time.Now(), r.Header.Get(headerClientRequestID), r.UserAgent(), httpRequest, "")
 	rep, id := s.handleSite(r, key)
 	res := callResult{op: OpGetSite, siteURL: key}
 	if id != "" {
@@ -125,13 +125,13 @@ func (s *Server) handleSite(r *http.Request, key string) (*reply, string) {
 	if err := s.pause(r.Context(), latency); err != nil {
 		return nil, ""
 	}
-	if rep := s.authorize(r); rep != nil {
+	if rep := s.authorize(r.Header.Get("Authorization")); rep != nil {
 		return rep, ""
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	if rep := s.admitLocked(now); rep != nil {
+	if rep := s.admitLocked(now, ""); rep != nil {
 		return rep, ""
 	}
 	rep, quota := s.spendBudgetLocked(now)

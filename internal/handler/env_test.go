@@ -73,6 +73,11 @@ type env struct {
 	api graphclient.API
 	// wrap, when set, wraps the real client of the replica start runs.
 	wrap func(handler.Graph) handler.Graph
+	// jsonBatchLinger, when set, turns the clients' JSON batching on with
+	// that linger.
+	jsonBatchLinger time.Duration
+	// pacing is the clients' Pacing.
+	pacing graphclient.Pacing
 }
 
 type option func(*env)
@@ -86,6 +91,17 @@ func withAPI(api graphclient.API) option        { return func(e *env) { e.api = 
 // wrap, which gets the real client.
 func withGraphWrap(wrap func(handler.Graph) handler.Graph) option {
 	return func(e *env) { e.wrap = wrap }
+}
+
+// withJSONBatch makes the handlers' clients combine calls into $batch
+// envelopes, waiting linger for calls to join. The clients know an ample
+// budget: the slow start would space the first calls too far apart for any
+// to wait for another.
+func withJSONBatch(linger time.Duration) option {
+	return func(e *env) {
+		e.jsonBatchLinger = linger
+		e.pacing = graphclient.Pacing{Budget: 1e7, Window: time.Minute}
+	}
 }
 
 func newEnv(t *testing.T, opts ...option) *env {
@@ -209,6 +225,7 @@ func (e *env) startReplica(cfg handler.Config, wrap func(handler.Graph) handler.
 		BaseURL: e.sim.GraphURL(), UserAgent: "NONISV|Test|sitefollow/test", Credential: cred,
 		MaxAttempts: 4, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond,
 		MaxRetryAfter: 5 * time.Second, RequestTimeout: 20 * time.Second, Logger: log, API: e.api,
+		JSONBatch: e.jsonBatchLinger > 0, JSONBatchLinger: e.jsonBatchLinger, Pacing: e.pacing,
 	})
 	if err != nil {
 		e.t.Fatalf("graph client: %v", err)
