@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"sort"
@@ -157,12 +158,12 @@ func TestJSONBatchMixedEnvelope(t *testing.T) {
 		t.Errorf("log lines with batch_size 3 = %d, want %d:\n%s", got, want, logs)
 	}
 	values, counts := gather(t, reg)
-	if got, want := values["sitefollow_graph_http_requests_total"], map[string]float64{"kind=batch": 1, "kind=direct": 1}; !equalMaps(got, want) {
+	if got, want := values["sitefollow_graph_http_requests_total"], map[string]float64{"kind=batch": 1, "kind=direct": 1}; !maps.Equal(got, want) {
 		t.Errorf("http_requests_total = %v, want %v", got, want)
 	}
 	if got, want := values["sitefollow_graph_calls_total"], map[string]float64{
 		"operation=add,status=207": 1, "operation=add,status=429": 1, "operation=remove,status=204": 1, "operation=add,status=200": 1,
-	}; !equalMaps(got, want) {
+	}; !maps.Equal(got, want) {
 		t.Errorf("calls_total = %v, want %v", got, want)
 	}
 	if got := counts["sitefollow_graph_batch_requests"]; got != [2]float64{1, 3} {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -415,45 +416,18 @@ func TestMetrics(t *testing.T) {
 
 	checkResults(t, siteIDs(1, 3), c.Apply(context.Background(), "u1", Add, siteIDs(1, 3)), allApplied(3))
 
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("Gather: %v", err)
-	}
-	// Flatten to name -> labels -> value (counters, gauges) and
-	// name -> count/sum (histograms).
-	values := map[string]map[string]float64{}
-	histCount := map[string]uint64{}
-	histSum := map[string]float64{}
-	for _, f := range families {
-		values[f.GetName()] = map[string]float64{}
-		for _, m := range f.GetMetric() {
-			var parts []string
-			for _, l := range m.GetLabel() {
-				parts = append(parts, l.GetName()+"="+l.GetValue())
-			}
-			key := strings.Join(parts, ",")
-			switch {
-			case m.GetCounter() != nil:
-				values[f.GetName()][key] = m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				values[f.GetName()][key] = m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				histCount[f.GetName()] += m.GetHistogram().GetSampleCount()
-				histSum[f.GetName()] += m.GetHistogram().GetSampleSum()
-			}
-		}
-	}
-	if got, want := values["sitefollow_graph_calls_total"], map[string]float64{"operation=add,status=429": 1, "operation=add,status=200": 2}; !equalMaps(got, want) {
+	values, hists := gather(t, reg)
+	if got, want := values["sitefollow_graph_calls_total"], map[string]float64{"operation=add,status=429": 1, "operation=add,status=200": 2}; !maps.Equal(got, want) {
 		t.Errorf("calls_total = %v, want %v", got, want)
 	}
-	if got, want := values["sitefollow_graph_retries_total"], map[string]float64{"operation=add,reason=throttled": 1, "operation=add,reason=unconfirmed": 1}; !equalMaps(got, want) {
+	if got, want := values["sitefollow_graph_retries_total"], map[string]float64{"operation=add,reason=throttled": 1, "operation=add,reason=unconfirmed": 1}; !maps.Equal(got, want) {
 		t.Errorf("retries_total = %v, want %v", got, want)
 	}
-	if n, sum := histCount["sitefollow_graph_sites_per_call"], histSum["sitefollow_graph_sites_per_call"]; n != 3 || sum != 3+3+2 {
-		t.Errorf("sites_per_call count/sum = %d/%v, want 3/8", n, sum)
+	if h := hists["sitefollow_graph_sites_per_call"]; h != [2]float64{3, 3 + 3 + 2} {
+		t.Errorf("sites_per_call count/sum = %v, want [3 8]", h)
 	}
-	if n := histCount["sitefollow_graph_call_duration_seconds"]; n != 3 {
-		t.Errorf("call_duration count = %d, want 3", n)
+	if n := hists["sitefollow_graph_call_duration_seconds"][0]; n != 3 {
+		t.Errorf("call_duration count = %v, want 3", n)
 	}
 	if v := values["sitefollow_graph_inflight"][""]; v != 0 {
 		t.Errorf("inflight = %v, want 0", v)
@@ -461,18 +435,6 @@ func TestMetrics(t *testing.T) {
 	if v := values["sitefollow_graph_throttle_wait_seconds_total"][""]; v < 0.05 {
 		t.Errorf("throttle_wait = %v, want at least the 0.05s Retry-After", v)
 	}
-}
-
-func equalMaps(a, b map[string]float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // A per-site error whose detailed (inner) code is transient is retried too.

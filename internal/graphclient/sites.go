@@ -272,41 +272,14 @@ func (g *siteGet) handle(resp *response) error {
 func (g *siteGet) send(ctx context.Context, token string) (*response, error) {
 	c := g.c
 	crid := uuid.NewString()
-	rctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, g.target, nil)
-	if err != nil {
-		return nil, fmt.Errorf("graphclient: build site request: %w", err)
-	}
-	req.Header = http.Header{
-		"Authorization":            {"Bearer " + token},
-		"Accept":                   {"application/json"},
-		"User-Agent":               {c.userAgent},
-		"Client-Request-Id":        {crid},
-		"Return-Client-Request-Id": {"true"},
-	}
 	c.metrics.callStarted(OpGetSite, 1)
 	start := time.Now()
-	resp, err := c.httpClient.Do(req)
+	out, _, err := c.roundTrip(ctx, http.MethodGet, g.target, token, crid, nil, c.maxAnswer)
 	if err != nil {
 		c.metrics.callDone(OpGetSite, "error", time.Since(start))
 		return nil, fmt.Errorf("graphclient: %s %s: %w", OpGetSite, strconv.Quote(g.url), err)
 	}
-	if throttleStatus(resp.StatusCode) {
-		c.admission.pauseEarly(c.now(), resp.Header)
-	}
-	out := &response{
-		status:          resp.StatusCode,
-		header:          resp.Header,
-		requestID:       resp.Header.Get("Request-Id"),
-		clientRequestID: orDefault(resp.Header.Get("Client-Request-Id"), crid),
-	}
 	out.call = call{attempt: 1, sites: 1, clientRequestID: crid}
-	if err := c.readBody(rctx, resp, out, c.maxAnswer); err != nil {
-		out.release(c)
-		c.metrics.callDone(OpGetSite, "error", time.Since(start))
-		return nil, fmt.Errorf("graphclient: %s %s: read %d answer: %w", OpGetSite, strconv.Quote(g.url), resp.StatusCode, err)
-	}
 	out.elapsed = time.Since(start)
 	out.call.status = strconv.Itoa(out.status)
 	c.metrics.callDone(OpGetSite, out.call.status, out.elapsed)

@@ -94,11 +94,15 @@ func (r *run) send(ctx context.Context, keys []string, token string, body []byte
 // and reads its answer of at most limit bytes (see readBody). On a throttle
 // status line it closes the gate before the body is read. With no answer it
 // says whether the request timed out (rather than ctx ending or the
-// network failing).
+// network failing). A nil body sends none, and no Content-Type (a GET).
 func (c *Client) roundTrip(ctx context.Context, method, target, token, clientRequestID string, body []byte, limit int) (*response, bool, error) {
 	rctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, method, target, bytes.NewReader(body))
+	var reader io.Reader
+	if body != nil {
+		reader = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(rctx, method, target, reader)
 	if err != nil {
 		return nil, false, fmt.Errorf("build request: %w", err)
 	}
@@ -106,11 +110,13 @@ func (c *Client) roundTrip(ctx context.Context, method, target, token, clientReq
 	// map of the right size.
 	req.Header = http.Header{
 		"Authorization":            {"Bearer " + token},
-		"Content-Type":             {"application/json"},
 		"Accept":                   {"application/json"},
 		"User-Agent":               {c.userAgent},
 		"Client-Request-Id":        {clientRequestID},
 		"Return-Client-Request-Id": {"true"},
+	}
+	if body != nil {
+		req.Header["Content-Type"] = []string{"application/json"}
 	}
 	timedOut := func(err error) bool {
 		var ne net.Error

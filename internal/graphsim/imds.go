@@ -35,12 +35,7 @@ func (s *Server) servePlain(w http.ResponseWriter, r *http.Request) {
 // the sim's is an identity the host does not have, answered 400 as IMDS
 // does.
 func (s *Server) serveIMDS(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.tokenRequests++
-	q := r.URL.Query()
-	s.tokenScopes = append(s.tokenScopes, q.Get("resource"))
-	failStatus := s.takeTokenFailure()
-	s.mu.Unlock()
+	q, failStatus := s.managedIdentityRequest(r)
 	switch {
 	case failStatus != 0:
 		writeTokenOutage(w, failStatus)

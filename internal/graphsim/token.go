@@ -243,12 +243,7 @@ func (s *Server) issueToken(w http.ResponseWriter, grant string, managed bool) {
 // X-IDENTITY-HEADER secret. A client_id other than the sim's is an
 // identity the host does not have.
 func (s *Server) serveManagedIdentity(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.tokenRequests++
-	q := r.URL.Query()
-	s.tokenScopes = append(s.tokenScopes, q.Get("resource"))
-	failStatus := s.takeTokenFailure()
-	s.mu.Unlock()
+	q, failStatus := s.managedIdentityRequest(r)
 	switch {
 	case failStatus != 0:
 		writeTokenOutage(w, failStatus)
@@ -264,6 +259,18 @@ func (s *Server) serveManagedIdentity(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.issueToken(w, GrantManaged, true)
 	}
+}
+
+// managedIdentityRequest records a managed identity token request (either
+// protocol) and returns its query and the injected failure it meets, if
+// any (FailTokens).
+func (s *Server) managedIdentityRequest(r *http.Request) (url.Values, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokenRequests++
+	q := r.URL.Query()
+	s.tokenScopes = append(s.tokenScopes, q.Get("resource"))
+	return q, s.takeTokenFailure()
 }
 
 // appOnlyScope reports whether scope is a single "<resource>/.default"; MSAL

@@ -2,6 +2,7 @@ package handler_test
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"testing"
@@ -66,7 +67,7 @@ func TestSiteURLAndIDOfOneSiteCoalesce(t *testing.T) {
 	}
 	got := e.callsByOp(from)
 	want := map[string]int{graphsim.OpGetSite: 1, "remove": 1}
-	if !sameCounts(got, want) {
+	if !maps.Equal(got, want) {
 		t.Errorf("calls: got %v, want %v (one resolution, one remove, no add)", got, want)
 	}
 	if letters := e.deadLetters(); len(letters) != 0 {
@@ -209,16 +210,4 @@ func TestShutdownNAKsWhatTheResolverHolds(t *testing.T) {
 	if got, want := e.followed("ivy@contoso.com"), sorted(site(1)); !slices.Equal(got, want) {
 		t.Errorf("followed %v, want %v", got, want)
 	}
-}
-
-func sameCounts(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
