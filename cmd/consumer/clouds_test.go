@@ -117,3 +117,30 @@ func TestWrongCertificateIsTransient(t *testing.T) {
 		t.Errorf("log lacks the token endpoint's refusal:\n%s", logs)
 	}
 }
+
+// TestSystemAssignedManagedIdentity runs the consumer with nothing but the
+// host's identity endpoint (IDENTITY_ENDPOINT and IDENTITY_HEADER, as App
+// Service sets them): no tenant, no client ID, no secret. auto falls to
+// managed identity, which without a client ID is the host's
+// system-assigned identity, and the follow is applied with its token.
+// azidentity reads those variables from the process environment itself,
+// so this test cannot run in parallel.
+func TestSystemAssignedManagedIdentity(t *testing.T) {
+	ns := testkit.StartNATS(t, testkit.NATSOptions{})
+	sim := testkit.StartSim(t, graphsim.Options{Sites: []string{testSite(1)}})
+	t.Setenv("IDENTITY_ENDPOINT", sim.ManagedIdentityEndpoint())
+	t.Setenv("IDENTITY_HEADER", sim.IdentityHeader())
+	settings := simSettings(t, ns.URL(), sim)
+	for _, k := range []string{"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"} {
+		delete(settings, k)
+	}
+	serveInProcess(t, settings, true)
+	_, js := testkit.Connect(t, ns.URL())
+	testkit.Publish(t, js, "ann@contoso.com", event.Follow, testSite(1))
+	testkit.Eventually(t, time.Minute, "the follow to be applied", func() bool {
+		return len(sim.Followed("ann@contoso.com")) == 1
+	})
+	if grants := sim.TokenGrants(); len(grants) == 0 || slices.ContainsFunc(grants, func(g string) bool { return g != graphsim.GrantManaged }) {
+		t.Errorf("token grants = %v, want only %s", grants, graphsim.GrantManaged)
+	}
+}

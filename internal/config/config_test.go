@@ -389,13 +389,13 @@ func TestLoadErrorMessages(t *testing.T) {
 			env:  map[string]string{"AZURE_TENANT_ID": "", "AZURE_CLIENT_ID": "", "SITEFOLLOW_BATCH_LINGER": "soon"},
 			want: "3 settings are missing or invalid:\n" +
 				`  invalid SITEFOLLOW_BATCH_LINGER "soon": time: invalid duration "soon"` + "\n" +
-				`  invalid --tenant-id "": is required; set --tenant-id or AZURE_TENANT_ID` + "\n" +
-				`  invalid --client-id "": is required; set --client-id or AZURE_CLIENT_ID`,
+				`  invalid --tenant-id "": is required unless --credential is managed; set --tenant-id or AZURE_TENANT_ID` + "\n" +
+				`  invalid --client-id "": is required unless --credential is managed; set --client-id or AZURE_CLIENT_ID`,
 		},
 		{
 			name: "missing tenant",
 			env:  map[string]string{"AZURE_TENANT_ID": ""},
-			want: `invalid --tenant-id "": is required; set --tenant-id or AZURE_TENANT_ID`,
+			want: `invalid --tenant-id "": is required unless --credential is managed; set --tenant-id or AZURE_TENANT_ID`,
 		},
 		{
 			name: "nats url password not echoed",
@@ -498,6 +498,12 @@ func TestValidateHandBuilt(t *testing.T) {
 		{"zero linger", func(c *Config) { c.BatchLinger = 0 }, "invalid --batch-linger 0s:"},
 		{"missing secret", func(c *Config) { c.ClientSecret = ""; c.Credential = CredentialSecret }, `invalid AZURE_CLIENT_SECRET "": is required with --credential secret`},
 		{"no secret falls back to managed identity", func(c *Config) { c.ClientSecret = "" }, ""},
+		{"system-assigned managed identity needs no tenant or client id", func(c *Config) {
+			c.ClientSecret, c.TenantID, c.ClientID = "", "", ""
+		}, ""},
+		{"forced managed identity needs no tenant", func(c *Config) { c.Credential, c.TenantID = CredentialManaged, "" }, ""},
+		{"a secret needs the tenant", func(c *Config) { c.TenantID = "" }, `invalid --tenant-id "": is required unless --credential is managed`},
+		{"a secret needs the client id", func(c *Config) { c.ClientID = "" }, `invalid --client-id "": is required unless --credential is managed`},
 		{"empty http addr", func(c *Config) { c.HTTPAddr = "" }, `invalid --http-addr "": must be host:port`},
 		{"org with newline", func(c *Config) { c.GraphOrg = "a\nb" }, `invalid --graph-org "a\nb": must not contain control characters`},
 		{"budget subject captured by the request stream", func(c *Config) { c.BudgetSubject = "sitefollow.requests.budget" }, `invalid --budget-subject`},

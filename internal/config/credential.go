@@ -44,7 +44,19 @@ func credentialRelations() []relation {
 			return nil
 		}}
 	}
+	// Managed identity needs neither: the host knows its tenant, and
+	// without a client ID it is the system-assigned identity.
+	app := func(key, where string, missing func(c *Config) bool) relation {
+		return relation{key, func(c *Config, name func(string) string) error {
+			if c.CredentialKind() != CredentialManaged && missing(c) {
+				return fmt.Errorf("is required unless %s is %s; set %s", name("credential"), CredentialManaged, where)
+			}
+			return nil
+		}}
+	}
 	return []relation{
+		app("tenant-id", "--tenant-id or AZURE_TENANT_ID", func(c *Config) bool { return c.TenantID == "" }),
+		app("client-id", "--client-id or AZURE_CLIENT_ID", func(c *Config) bool { return c.ClientID == "" }),
 		needs("azure-client-secret", CredentialSecret, func(c *Config) bool { return c.ClientSecret == "" }),
 		needs("azure-client-certificate-path", CredentialCertificate, func(c *Config) bool { return c.ClientCertificatePath == "" }),
 		needs("azure-federated-token-file", CredentialWorkload, func(c *Config) bool { return c.FederatedTokenFile == "" }),
