@@ -320,15 +320,11 @@ func (e *env) send(user string, action event.Action, sites ...string) {
 }
 
 // eventually polls cond with a generous deadline.
+// eventually polls cond until it holds, failing the test after a deadline
+// generous enough for a shared 2-core machine under -race.
 func (e *env) eventually(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(e.t, 2*time.Minute, what, cond)
 }
 
 func (e *env) streamMsgs(name string) uint64 {
