@@ -244,10 +244,7 @@ func (g *siteGet) handle(resp *response) error {
 		g.failure.Code = CodeUnauthenticated
 		return backoff.Permanent(errStop)
 	case transientStatus(s):
-		fallback, reason := CodeServiceUnavailable, reasonUnavailable
-		if s == http.StatusTooManyRequests || s == 509 {
-			fallback, reason = CodeThrottled, reasonThrottled
-		}
+		fallback, reason := transientCode(s)
 		g.failure, g.transient = resp.wholeCallError(fallback), true
 		if wait, ok := resp.retryAfter(g.c.now()); ok {
 			g.failure.RetryAfter = wait

@@ -26,9 +26,10 @@ const mysiteNotFound = "mysite not found"
 
 // userNotVisible returns the CodeUserNotFound error for an answer that says
 // the user is not visible yet, or nil. A 401 is about the app's token, never
-// the user.
+// the user, and a transient status (a throttle, an outage) is retried as
+// such: its body is not read here, so a storm of 429s is decoded once each.
 func (p *response) userNotVisible() *SiteError {
-	if p.status < 400 || p.status == http.StatusUnauthorized {
+	if p.status < 400 || p.status == http.StatusUnauthorized || transientStatus(p.status) {
 		return nil
 	}
 	g := p.graphError()

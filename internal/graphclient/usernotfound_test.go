@@ -56,6 +56,9 @@ func TestUserNotVisibleClassification(t *testing.T) {
 		{name: "401 with a mysite message is not", op: Add,
 			answer:   rawBody(401, `{"error":{"code":"InvalidAuthenticationToken","message":"User's mysite not found"}}`),
 			wantCode: CodeUnauthenticated, unresolved: true},
+		{name: "503 naming provisioning is transient, not", op: Add,
+			answer:   rawBody(503, `{"error":{"code":"serviceNotAvailable","message":"User's mysite not found","innerError":{"code":"resourceBeingProvisioned"}}}`),
+			wantCode: "serviceNotAvailable", unresolved: true},
 		{name: "207 itemNotFound entry is not", op: Add,
 			answer: func(w http.ResponseWriter, ids []string) {
 				writeJSON(w, 207, map[string]any{"value": []map[string]any{

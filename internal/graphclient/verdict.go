@@ -124,17 +124,22 @@ func (r *run) handle(keys []string, resp *response) error {
 	}
 }
 
-func (r *run) handleTransient(keys []string, resp *response) error {
-	fallback := CodeServiceUnavailable
-	reason := reasonUnavailable
-	switch resp.status {
+// transientCode is the code a transient status gets when Graph names none,
+// and the retries metric's reason for it.
+func transientCode(status int) (code, reason string) {
+	switch status {
 	case http.StatusTooManyRequests, 509:
-		fallback, reason = CodeThrottled, reasonThrottled
+		return CodeThrottled, reasonThrottled
 	case http.StatusGatewayTimeout:
-		fallback = CodeGatewayTimeout
+		return CodeGatewayTimeout, reasonUnavailable
 	case http.StatusRequestTimeout:
-		fallback = CodeTimeout
+		return CodeTimeout, reasonUnavailable
 	}
+	return CodeServiceUnavailable, reasonUnavailable
+}
+
+func (r *run) handleTransient(keys []string, resp *response) error {
+	fallback, reason := transientCode(resp.status)
 	e := resp.wholeCallError(fallback)
 	if wait, ok := resp.retryAfter(r.c.now()); ok {
 		// observe has already closed the app-wide gate for this wait.

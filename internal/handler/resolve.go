@@ -192,11 +192,7 @@ func (h *Handler) urlFailure(ctx context.Context, t *tracked, err error) (f even
 // named, the request narrowed to it.
 func (h *Handler) deadLetterURL(ctx context.Context, d delivery, u string, f event.Failure) error {
 	t := d.t
-	o := t.origin.Value()
-	req := event.Request{UserID: d.userID, Action: d.action, Source: o.source}
-	if t.rare != nil {
-		req.ID, req.OccurredAt = t.rare.id, t.rare.occurredAt
-	}
+	req := t.requestAs(d.userID, d.action)
 	dl := h.deadLetter(t, f)
 	dl.UserID, dl.Action, dl.SiteURL = d.userID, d.action, u
 	dl.Event, dl.Narrowed = event.NarrowedURLEvent(req, u), true

@@ -159,11 +159,20 @@ func (t *tracked) reply() string {
 // request is the request without its sites (the batch holds those), for
 // the per-site dead letters; batchUser is the user id its batch carries.
 func (t *tracked) request(batchUser string) event.Request {
-	o := t.origin.Value()
-	r := event.Request{UserID: batchUser, Action: t.ticket.Action(), Source: o.source}
+	user := batchUser
+	if t.rare != nil {
+		user = cmp.Or(t.rare.user, batchUser)
+	}
+	return t.requestAs(user, t.ticket.Action())
+}
+
+// requestAs is the request t carried, for user and action as given: before
+// the aggregator has the message (the resolver stage), the ticket knows
+// neither.
+func (t *tracked) requestAs(user string, action event.Action) event.Request {
+	r := event.Request{UserID: user, Action: action, Source: t.origin.Value().source}
 	if t.rare != nil {
 		r.ID, r.OccurredAt = t.rare.id, t.rare.occurredAt
-		r.UserID = cmp.Or(t.rare.user, batchUser)
 	}
 	return r
 }
